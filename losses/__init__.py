@@ -1,0 +1,27 @@
+"""Per-head token losses and the multi-task variance penalty (torch only)."""
+
+from .multitask import multitask_loss
+from .per_head import (
+    IGNORE_INDEX,
+    PER_HEAD_LOSSES,
+    PRESETS,
+    LossSpec,
+    combined,
+    cross_entropy,
+    dice,
+    focal,
+    tversky,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PER_HEAD_LOSSES",
+    "PRESETS",
+    "LossSpec",
+    "combined",
+    "cross_entropy",
+    "dice",
+    "focal",
+    "multitask_loss",
+    "tversky",
+]

@@ -1,0 +1,181 @@
+"""Per-head token-classification losses, vectorised over all heads at once.
+
+Shapes: ``logits`` (N, K, C), ``target`` (N, K) int64, ``mask`` (N,) bool or None.
+N token positions, K heads (one per entity type), C classes per head (O/B/I for the
+nested tagger). A position counts for head k when ``mask[n]`` is True and
+``target[n, k] != -100``. Every loss returns a float32 tensor of shape (K,).
+
+Masked positions are neutralised *before* any arithmetic (their logits are set to 0
+and their targets to class 0), so garbage there (inf, NaN, out-of-range labels) can
+neither change a loss nor leak NaN into a gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+IGNORE_INDEX = -100
+
+
+def _prepare(
+    logits: Tensor, target: Tensor, mask: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Return (float32 logits, safe target, float weights (N, K)) with masked spots neutralised."""
+    if logits.dim() != 3 or target.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits (N, K, C) and target (N, K); got {tuple(logits.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    valid = target != IGNORE_INDEX
+    if mask is not None:
+        if mask.shape != logits.shape[:1]:
+            raise ValueError(f"expected mask (N,)={tuple(logits.shape[:1])}; got {tuple(mask.shape)}")
+        valid = valid & mask.to(torch.bool)[:, None]
+    # float32 even under bf16 autocast: softmax sums over few classes but many positions.
+    logits = torch.where(valid[..., None], logits.float(), 0.0)
+    target = torch.where(valid, target, 0)
+    return logits, target, valid.float()
+
+
+def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
+    """Mean over positions per head; a head with no valid position gets 0, not 0/0."""
+    return (values * weight).sum(0) / weight.sum(0).clamp_min(1.0)
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den, defined as 1 (zero loss) where den == 0, with NaN-free gradients."""
+    nonzero = den > 0
+    return torch.where(nonzero, num / torch.where(nonzero, den, 1.0), 1.0)
+
+
+def _confusion(
+    logits: Tensor, target: Tensor, mask: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft TP, FP, FN per (head, class), each (K, C), summed over valid positions."""
+    logits, target, weight = _prepare(logits, target, mask)
+    prob = logits.softmax(-1) * weight[..., None]
+    onehot = F.one_hot(target, logits.shape[-1]).float() * weight[..., None]
+    tp = (prob * onehot).sum(0)
+    fp = (prob * (1.0 - onehot)).sum(0)
+    fn = ((1.0 - prob) * onehot).sum(0)
+    return tp, fp, fn
+
+
+def cross_entropy(logits: Tensor, target: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Masked mean cross-entropy per head."""
+    logits, target, weight = _prepare(logits, target, mask)
+    nll = -logits.log_softmax(-1).gather(-1, target[..., None]).squeeze(-1)
+    return _masked_mean(nll, weight)
+
+
+def dice(
+    logits: Tensor, target: Tensor, mask: Optional[Tensor], smooth: float = 1e-6
+) -> Tensor:
+    """Soft Dice loss per head, averaged over all classes."""
+    tp, fp, fn = _confusion(logits, target, mask)
+    return (1.0 - _safe_ratio(2.0 * tp + smooth, 2.0 * tp + fp + fn + smooth)).mean(-1)
+
+
+def tversky(
+    logits: Tensor,
+    target: Tensor,
+    mask: Optional[Tensor],
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    smooth: float = 1e-6,
+) -> Tensor:
+    """Tversky loss per head (alpha weighs FP, beta weighs FN), averaged over all classes."""
+    tp, fp, fn = _confusion(logits, target, mask)
+    return (1.0 - _safe_ratio(tp + smooth, tp + alpha * fp + beta * fn + smooth)).mean(-1)
+
+
+def focal(
+    logits: Tensor, target: Tensor, mask: Optional[Tensor], gamma: float = 2.0
+) -> Tensor:
+    """Masked mean focal loss per head: -(1 - p_t)^gamma * log p_t."""
+    logits, target, weight = _prepare(logits, target, mask)
+    log_pt = logits.log_softmax(-1).gather(-1, target[..., None]).squeeze(-1)
+    # expm1 keeps 1 - p_t accurate near p_t = 1; the floor keeps d/dx x^gamma finite for gamma < 1.
+    one_minus_pt = (-torch.expm1(log_pt)).clamp_min(torch.finfo(torch.float32).tiny)
+    return _masked_mean(-one_minus_pt.pow(gamma) * log_pt, weight)
+
+
+PerHeadLoss = Callable[..., Tensor]
+PER_HEAD_LOSSES: dict[str, PerHeadLoss] = {
+    "ce": cross_entropy,
+    "dice": dice,
+    "tversky": tversky,
+    "focal": focal,
+}
+
+PRESETS: dict[str, dict[str, float]] = {
+    "ce": {"ce": 1.0},
+    "dice": {"dice": 1.0},
+    "tversky": {"tversky": 1.0},
+    "focal": {"focal": 1.0},
+    # The reference "unified" loss; with alpha = beta = 0.5 its Tversky term equals Dice.
+    "unified": {"ce": 0.4, "dice": 0.2, "tversky": 0.2, "focal": 0.2},
+}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which per-head losses to sum, with what weights and hyper-parameters."""
+
+    weights: dict[str, float] = field(default_factory=lambda: dict(PRESETS["ce"]))
+    tversky_alpha: float = 0.5
+    tversky_beta: float = 0.5
+    focal_gamma: float = 2.0
+    smooth: float = 1e-6
+
+    def __post_init__(self) -> None:
+        # Own a copy, so a caller mutating its dict later cannot bypass validation.
+        object.__setattr__(self, "weights", dict(self.weights))
+        self.validate()
+
+    @classmethod
+    def preset(cls, name: str, **kwargs: float) -> "LossSpec":
+        if name not in PRESETS:
+            raise ValueError(f"unknown loss preset {name!r}; allowed: {sorted(PRESETS)}")
+        return cls(weights=dict(PRESETS[name]), **kwargs)
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.weights) - set(PER_HEAD_LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss name(s) {unknown}; allowed: {sorted(PER_HEAD_LOSSES)}")
+        bad = {k: w for k, w in self.weights.items() if not math.isfinite(w) or w < 0}
+        if bad:
+            raise ValueError(f"loss weights must be finite and >= 0; got {bad}")
+        if not any(w > 0 for w in self.weights.values()):
+            raise ValueError(f"at least one loss weight must be > 0; got {self.weights}")
+        for name in ("tversky_alpha", "tversky_beta", "focal_gamma", "smooth"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and >= 0; got {value}")
+
+    def kwargs(self, name: str) -> dict[str, float]:
+        """Hyper-parameters that the loss called ``name`` takes."""
+        return {
+            "ce": {},
+            "dice": {"smooth": self.smooth},
+            "tversky": {"alpha": self.tversky_alpha, "beta": self.tversky_beta, "smooth": self.smooth},
+            "focal": {"gamma": self.focal_gamma},
+        }[name]
+
+
+def combined(
+    logits: Tensor, target: Tensor, mask: Optional[Tensor], spec: LossSpec
+) -> Tensor:
+    """Weighted sum of the losses named in ``spec``, per head: shape (K,)."""
+    terms = [
+        weight * PER_HEAD_LOSSES[name](logits, target, mask, **spec.kwargs(name))
+        for name, weight in spec.weights.items()
+        if weight > 0  # zero-weight terms are skipped, not computed
+    ]
+    return torch.stack(terms).sum(0)

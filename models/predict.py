@@ -1,0 +1,99 @@
+"""From head outputs to Wojood tags, and whole-corpus prediction with a trained tagger."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nerlab.models.encoding import Window, WordPieces, encode, eval_batches, iter_batches
+from nerlab.models.schema import BIO, LabelSchema
+from nerlab.models.wojood import Sentence, spans_of
+
+
+def nested_tags(head_classes: np.ndarray, types: Sequence[str]) -> list[list[str]]:
+    """(n_words, K) head classes -> per word the tags of the entities covering it, outermost first.
+
+    Each head is decoded leniently (an I after O starts an entity) and every entity is written with a
+    B- on its first word, so the written file scores exactly as the head outputs do. Longer entities
+    are outer; ties keep head (alphabetical) order.
+    """
+    n = head_classes.shape[0]
+    spans = []
+    for k, typ in enumerate(types):
+        col = head_classes[:, k]
+        if col.any():
+            spans.extend(spans_of([f"{BIO[c]}-{typ}" if c else "O" for c in col]))
+    spans.sort(key=lambda s: (-(s[2] - s[1]), s[1]))
+    out: list[list[str]] = [[] for _ in range(n)]
+    for typ, start, end in spans:
+        out[start].append(f"B-{typ}")
+        for i in range(start + 1, end + 1):
+            out[i].append(f"I-{typ}")
+    return [tags or ["O"] for tags in out]
+
+
+def flat_tags_from_heads(head_classes: np.ndarray, types: Sequence[str]) -> list[list[str]]:
+    """The UM6P rule: a word's flat tag is that of the first head (alphabetical) that is not O."""
+    out = []
+    for row in head_classes:
+        k = int(np.argmax(row != 0)) if row.any() else -1
+        out.append([f"{BIO[row[k]]}-{types[k]}"] if k >= 0 else ["O"])
+    return out
+
+
+@torch.no_grad()
+def predict_windows(model, windows: Sequence[Window], batch_size: int, pad_id: int,
+                    device: torch.device | str = "cpu", autocast_dtype=None):
+    """Head classes (and flat classes) per labelled word of every window, in window order."""
+    model.eval()
+    device = torch.device(device)
+    heads_out: list[np.ndarray | None] = [None] * len(windows)
+    flat_out: list[np.ndarray | None] = [None] * len(windows)
+    lengths = [len(w) for w in windows]
+    for idx, batch in iter_batches(windows, eval_batches(lengths, batch_size), pad_id, model.schema.num_heads):
+        mask = batch["label_mask"].to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
+        counts = mask.sum(1).tolist()
+        heads = heads.argmax(-1).cpu().numpy()  # (N, K)
+        flat = flat.argmax(-1).cpu().numpy() if flat is not None else None
+        offset = 0
+        for i, c in zip(idx, counts):
+            heads_out[i] = heads[offset:offset + c]
+            if flat is not None:
+                flat_out[i] = flat[offset:offset + c]
+            offset += c
+    return heads_out, flat_out
+
+
+def assemble(sentences: Sequence[Sentence], windows: Sequence[Window], heads_out, flat_out,
+             schema: LabelSchema, task: str, flat_decoding: str = "heads") -> list[Sentence]:
+    """Stitch window outputs back into whole sentences with predicted tags."""
+    K = schema.num_heads
+    per_sent = [np.zeros((len(s), K), dtype=np.int64) for s in sentences]
+    per_sent_flat = [np.zeros(len(s), dtype=np.int64) for s in sentences]
+    for w, h, f in zip(windows, heads_out, flat_out):
+        per_sent[w.sentence][w.word_index] = h
+        if f is not None:
+            per_sent_flat[w.sentence][w.word_index] = f
+    out = []
+    for s, h, f in zip(sentences, per_sent, per_sent_flat):
+        if task == "nested":
+            tags = nested_tags(h, schema.types)
+        elif flat_decoding == "flat_head":
+            tags = [[schema.flat_labels[c]] for c in f]
+        else:
+            tags = flat_tags_from_heads(h, schema.types)
+        out.append(Sentence(list(s.tokens), tags))
+    return out
+
+
+def predict(model, tokenizer, sentences: Sequence[Sentence], task: str | None = None, batch_size: int = 32,
+            device: torch.device | str = "cpu", pieces: WordPieces | None = None) -> list[Sentence]:
+    """Tag sentences with a trained tagger; every token gets a prediction, whatever the length."""
+    task = task or model.schema.task
+    windows = encode(sentences, tokenizer, model.schema, model.config.max_length, pieces)
+    heads, flat = predict_windows(model, windows, batch_size, tokenizer.pad_token_id, device)
+    return assemble(sentences, windows, heads, flat, model.schema, task, model.config.flat_decoding)

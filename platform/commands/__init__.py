@@ -1,0 +1,5 @@
+"""CLI verbs that run jobs (train, study, results); each module registers its own sub-parsers."""
+
+
+def register(sub) -> None:
+    """Add the job verbs to the ``nerlab`` parser."""

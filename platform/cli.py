@@ -17,7 +17,9 @@ class UsageError(ValueError):
     """Bad input found before anything started; reported on one line with exit code 2."""
 
 
-BAD_INPUT = (UsageError, DataError, FileNotFoundError)
+from nerlab.platform.typed import SpecError  # noqa: E402
+
+BAD_INPUT = (UsageError, DataError, SpecError, FileNotFoundError)
 
 
 def _print(obj, as_json: bool, text: str) -> None:

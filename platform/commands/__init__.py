@@ -3,3 +3,6 @@
 
 def register(sub) -> None:
     """Add the job verbs to the ``nerlab`` parser."""
+    from nerlab.platform.commands import train
+
+    train.register(sub)

@@ -1,0 +1,36 @@
+"""``nerlab train RUN.yaml``: one distributed training job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+
+def cmd_train(args) -> int:
+    from nerlab.platform.jobs import train
+    from nerlab.platform.run_spec import load_run_spec
+
+    overrides = {}
+    if args.output:
+        overrides["output"] = str(Path(args.output).resolve())
+    spec = load_run_spec(args.spec, overrides)
+    if args.epochs:
+        spec = replace(spec, train=replace(spec.train, epochs=args.epochs))
+    result = train(spec, workers=args.workers)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print(f"run {result.run_id}: val micro-F1 {result.val_f1:.4f}, test micro-F1 {result.test_f1:.4f} "
+              f"(best epoch {result.best_epoch} of {result.epochs}); model in {result.model_dir}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one model as a Ray Train job, tracked in MLflow")
+    p.add_argument("spec", help="run spec (YAML)")
+    p.add_argument("--workers", type=int, help="DDP workers (overrides resources.workers)")
+    p.add_argument("--output", help="output folder (default: runs/<name>)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_train)

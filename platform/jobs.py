@@ -1,0 +1,134 @@
+"""The driver of one training job: validate, prepare, open the MLflow run, run a Ray Train TorchTrainer.
+
+Used by ``nerlab train`` and, one per trial, by studies. The job's MLflow run and its Ray Train run are
+named after the job, so running the same job again (a retried trial, a restarted driver) resumes from the
+job's last checkpoint into the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from nerlab.platform import tracking as T
+from nerlab.platform.prepare import Inputs, prepare
+from nerlab.platform.run_spec import RunSpec
+from nerlab.platform.train_loop import Job, train_fn_per_worker
+from nerlab.platform.typed import to_dict
+
+
+@dataclass(frozen=True)
+class JobResult:
+    run_id: str
+    val_f1: float
+    test_f1: float
+    best_epoch: int
+    epochs: int
+    model_dir: str | None
+
+
+def connect_ray(address: str | None = None, **kwargs) -> None:
+    """Join the named cluster (or RAY_ADDRESS); else start a local Ray with this machine's CPUs/GPUs."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    runtime_env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **kwargs)
+    else:
+        ray.init(include_dashboard=False, runtime_env=runtime_env, **kwargs)
+
+
+def use_gpu(spec: RunSpec) -> bool:
+    if spec.resources.use_gpu is not None:
+        return spec.resources.use_gpu
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def build_trainer(job: Job, storage: str, name: str, callbacks=()) -> TorchTrainer:
+    spec = job.spec
+    gpu = use_gpu(spec)
+    per_worker = {"CPU": spec.resources.cpus_per_worker}
+    if gpu:
+        per_worker["GPU"] = spec.resources.gpus_per_worker
+    config = {"spec": to_dict(spec), **{k: v for k, v in job.__dict__.items() if k != "spec"}}
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=spec.resources.workers, use_gpu=gpu,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=name, storage_path=storage, callbacks=list(callbacks),
+            failure_config=FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def open_run(spec: RunSpec, inputs: Inputs, job_key: str, tracking_uri: str, artifact_location: str | None,
+             experiment: str, parent_run_id: str | None = None, extra_tags: dict | None = None,
+             reuse_finished: bool = True):
+    """The MLflow run of this job: found by its key, or created with params and tags."""
+    client = T.MlflowClient(tracking_uri)
+    exp_id = T.ensure_experiment(client, experiment, artifact_location)
+    tags = {"plm": spec.model.plm, "loss": spec.loss.name, "penalty": str(spec.train.variance_penalty),
+            "seed": str(spec.train.seed), "task": spec.task, "git_commit": T.git_commit(),
+            **(extra_tags or {})}
+    run, created = T.find_or_create_run(client, exp_id, "nerlab.job", job_key, run_name=spec.name, tags=tags,
+                                        parent_run_id=parent_run_id, reuse_finished=reuse_finished)
+    params = T.spec_params(spec)
+    params["inputs"] = {"train": inputs.train, "val": inputs.val, "test": inputs.test, "plm": inputs.plm}
+    T.log_params(client, run.info.run_id, params, {} if created else None)
+    return client, run
+
+
+def run_job(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str, storage: str, name: str,
+            callbacks=()) -> ray.train.Result:
+    job = Job(spec=spec, train=inputs.train, val=inputs.val, test=inputs.test, plm=inputs.plm,
+              tracking_uri=tracking_uri, run_id=run_id)
+    return build_trainer(job, storage, name, callbacks).fit()
+
+
+def train(spec: RunSpec, workers: int | None = None) -> JobResult:
+    """``nerlab train``: one job, its own MLflow run, the model folder under the output folder."""
+    if workers is not None:
+        spec = replace(spec, resources=replace(spec.resources, workers=workers))
+    out = Path(spec.output)
+    inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
+    uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    client, run = open_run(spec, inputs, f"{spec.name}@{out}", uri, artifacts,
+                           spec.tracking.experiment or spec.name, reuse_finished=False)
+    run_id = run.info.run_id
+    connect_ray(spec.ray_address)
+    try:
+        result = run_job(spec, inputs, uri, run_id, str(out / "ray"), f"{spec.name}-{run_id[:8]}")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    return finish_job(client, run_id, result, out / "model")
+
+
+def finish_job(client, run_id: str, result: ray.train.Result, model_dest: Path | None) -> JobResult:
+    """Close the MLflow run and copy the model folder out of the final checkpoint."""
+    if result.error is not None:
+        client.set_terminated(run_id, status="FAILED")
+        raise RuntimeError(f"training failed: {result.error}")
+    m = result.metrics
+    model_dir = None
+    if model_dest is not None and result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            if (Path(d) / "model").is_dir():
+                shutil.rmtree(model_dest, ignore_errors=True)
+                shutil.copytree(Path(d) / "model", model_dest)
+                model_dir = str(model_dest)
+    client.set_terminated(run_id, status="FINISHED")
+    return JobResult(run_id, m["val_micro_f1"], m.get("test_micro_f1", -1.0), m.get("best_epoch", 0),
+                     m.get("epoch", 0), model_dir)

@@ -1,0 +1,81 @@
+"""Materialise what a spec names but nobody has yet: a synthetic corpus and tiny PLMs (cached)."""
+
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerlab.models.wojood import WOJOOD_TYPES, read_file
+from nerlab.platform.run_spec import TINY_PLM, DataSpec
+from nerlab.platform.typed import SpecError
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Absolute paths a training job reads."""
+
+    train: str
+    val: str
+    test: str | None
+    plm: str
+
+
+@contextmanager
+def _locked(folder: Path):
+    """One process builds a cached input at a time (concurrent trials share the cache)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def prepare_data(data: DataSpec, cache: Path) -> tuple[str, str, str | None]:
+    if data.synth is None:
+        return data.train, data.val, data.test
+    from nerlab.models.synth import write_corpus
+
+    folder = cache / f"synth-{data.synth.sentences}-seed{data.synth.seed}"
+    with _locked(cache):
+        if not (folder / "test.txt").is_file():
+            tmp = folder.with_suffix(".tmp")
+            write_corpus(tmp, data.synth.sentences, data.synth.seed)
+            tmp.rename(folder)
+    return str(folder / "train.txt"), str(folder / "val.txt"), str(folder / "test.txt")
+
+
+def prepare_plm(plm: str, train_file: str, cache: Path) -> str:
+    m = TINY_PLM.match(plm)
+    if not m:
+        return plm
+    from nerlab.models.tiny_plm import build_tiny_plm
+
+    layers, hidden = int(m.group(1)), int(m.group(2))
+    folder = cache / f"tiny-{layers}x{hidden}-{Path(train_file).parent.name}"
+    with _locked(cache):
+        if not (folder / "config.json").is_file():
+            tmp = folder.with_suffix(".tmp")
+            build_tiny_plm([Path(train_file)], tmp, layers=layers, hidden=hidden, heads=max(1, hidden // 32))
+            tmp.rename(folder)
+    return str(folder)
+
+
+def validate_files(task: str, train: str, val: str, test: str | None) -> None:
+    """Read every data file once in the driver so a bad line fails before any cluster starts."""
+    for path in (train, val, test):
+        if path is not None:
+            read_file(path, task=task, types=WOJOOD_TYPES)
+
+
+def prepare(task: str, data: DataSpec, plm: str, cache: Path) -> Inputs:
+    train, val, test = prepare_data(data, cache)
+    validate_files(task, train, val, test)
+    try:
+        plm_path = prepare_plm(plm, train, cache)
+    except OSError as e:
+        raise SpecError(f"model.plm: could not build {plm}: {e}") from None
+    return Inputs(train, val, test, plm_path)

@@ -1,0 +1,189 @@
+"""The run spec: one training job, from YAML to validated frozen dataclasses.
+
+Relative paths in a spec are relative to the spec file's folder. ``plm`` is a hub name, a local folder,
+or ``tiny:LAYERSxHIDDEN`` (a small BERT built locally from the training data, for laptops and tests).
+``data`` names files, or ``synth`` a synthetic corpus generated (once, cached) into the output folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from nerlab.losses import PRESETS, LossSpec
+from nerlab.models.training import TrainConfig
+from nerlab.models.wojood import TASKS
+from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
+
+TINY_PLM = re.compile(r"^tiny:(\d+)x(\d+)$")
+KNOWN_HUB_PLMS = (  # the seed's PLMs and common alternatives; any other hub name is allowed too
+    "UBC-NLP/ARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-mix", "qarib/bert-base-qarib",
+    "aubmindlab/bert-base-arabertv2", "UBC-NLP/MARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-msa",
+)
+
+
+@dataclass(frozen=True)
+class SynthData:
+    sentences: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sentences < 10:
+            raise ValueError(f"sentences must be at least 10, not {self.sentences}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    synth: SynthData | None = None  # instead of files: a generated corpus
+
+    def __post_init__(self) -> None:
+        if self.synth is None and not (self.train and self.val):
+            raise ValueError("give data.train and data.val (and data.test), or data.synth")
+        if self.synth is not None and (self.train or self.val or self.test):
+            raise ValueError("give either data files or data.synth, not both")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    preset: str | None = "unified"  # ce | unified | dice | focal | tversky
+    weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}
+    tversky_alpha: float = 0.5
+    tversky_beta: float = 0.5
+    focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.weights is None and self.preset not in PRESETS:
+            raise ValueError(f"unknown loss preset {self.preset!r} (allowed: {', '.join(PRESETS)})")
+        self.to_loss_spec()  # validates names, weights and hyper-parameters
+
+    @property
+    def name(self) -> str:
+        if self.weights is None:
+            return self.preset
+        return "+".join(f"{w:g}{k}" for k, w in self.weights.items() if w)
+
+    def to_loss_spec(self) -> LossSpec:
+        weights = dict(self.weights) if self.weights is not None else dict(PRESETS[self.preset])
+        return LossSpec(weights=weights, tversky_alpha=self.tversky_alpha, tversky_beta=self.tversky_beta,
+                        focal_gamma=self.focal_gamma)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    plm: str = "tiny:2x64"
+    dropout: float = 0.1
+    flat_head: bool = False
+    flat_decoding: str = "heads"  # flat tags from the per-type heads (UM6P) or from the flat head
+    max_length: int = 512
+    trust_remote_code: bool = False  # never run a hub repo's code unless asked
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, not {self.max_length}")
+        if self.flat_decoding not in ("heads", "flat_head"):
+            raise ValueError(f"flat_decoding must be 'heads' or 'flat_head', not {self.flat_decoding!r}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers: int = 1  # DDP workers of one job
+    use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    max_failures: int = 3  # worker failures a job recovers from (from its last checkpoint)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, not {self.workers}")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be > 0, not {self.cpus_per_worker}")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    experiment: str | None = None  # default: the run or study name
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else SQLite under the output folder
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    task: str = "nested"
+    data: DataSpec = field(default_factory=lambda: DataSpec(synth=SynthData()))
+    model: ModelSpec = field(default_factory=ModelSpec)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resources: Resources = field(default_factory=Resources)
+    tracking: Tracking = field(default_factory=Tracking)
+    precision: str = "auto"  # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16
+    output: str | None = None  # default: runs/<name> under the current folder
+    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.model.flat_decoding == "flat_head" and not self.model.flat_head:
+            raise ValueError("model.flat_decoding 'flat_head' needs model.flat_head: true")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def check_plm(plm: str, source: str, key: str = "model.plm") -> None:
+    """A PLM must be a tiny spec, an existing model folder, or a hub-style name (``org/name``)."""
+    if TINY_PLM.match(plm):
+        return
+    path = Path(plm)
+    if path.exists() or plm.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise SpecError(f"{source}: {key}: {plm}: not a model folder (no config.json)")
+        return
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", plm):
+        raise SpecError(f"{source}: {key}: unknown PLM {plm!r}: give a folder, a hub name such as "
+                        f"{KNOWN_HUB_PLMS[0]}, or tiny:LAYERSxHIDDEN")
+
+
+def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
+    """Make data, PLM and output paths absolute (Ray moves each worker's working directory)."""
+    def absolute(p: str | None, key: str, must_exist: bool = True) -> str | None:
+        if p is None:
+            return None
+        q = (base / p).expanduser().resolve()
+        if must_exist and not q.exists():
+            raise SpecError(f"{source}: {key}: {q}: no such file")
+        return str(q)
+
+    data = spec.data
+    if data.synth is None:
+        data = replace(data, train=absolute(data.train, "data.train"), val=absolute(data.val, "data.val"),
+                       test=absolute(data.test, "data.test"))
+    plm = spec.model.plm
+    if not TINY_PLM.match(plm) and (plm.startswith((".", "/", "~")) or (base / plm).exists()):
+        plm = absolute(plm, "model.plm")
+    check_plm(plm, source)
+    output = str(Path(spec.output or Path("runs") / spec.name).expanduser().resolve())
+    return replace(spec, data=data, model=replace(spec.model, plm=plm), output=output)
+
+
+def load_run_spec(path: str | Path, overrides: dict | None = None) -> RunSpec:
+    """Read, validate and resolve a run spec; every problem is a SpecError naming the file and key."""
+    path = Path(path)
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():  # dotted keys from the command line, e.g. resources.workers
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    spec = from_dict(RunSpec, data, str(path))
+    return resolve_paths(spec, path.parent, str(path))

@@ -1,0 +1,163 @@
+"""MLflow: where runs go, finding-or-creating runs idempotently, and safe logging.
+
+Embedded default: an absolute ``sqlite:///`` store and an artifact folder under the output directory
+(Ray moves working directories, so nothing may be relative). A run is identified by tags
+(``nerlab.job`` for a training job, ``nerlab.trial`` for a study trial) so a restarted job or trial
+finds and continues its run instead of opening a second one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from nerlab.platform.typed import to_dict
+
+# Metric names, defined once.
+TRAIN_LOSS = "train/loss"
+TRAIN_PENALTY = "train/variance_penalty"
+TRAIN_TASK_LOSS = "train/loss_{}"
+VAL_F1 = "val/micro_f1"
+VAL_P = "val/micro_precision"
+VAL_R = "val/micro_recall"
+VAL_TYPE_F1 = "val/f1_{}"
+TEST_F1 = "test/micro_f1"
+TEST_TYPE_F1 = "test/f1_{}"
+LR = "train/lr"
+TOKENS_PER_S = "train/tokens_per_second"
+EPOCH_SECONDS = "train/epoch_seconds"
+BEST_EPOCH = "best_epoch"
+
+
+def default_store(output: str | Path) -> tuple[str, str]:
+    """(tracking URI, artifact location) of the embedded SQLite store under ``output``."""
+    out = Path(output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{out / 'mlflow.db'}", (out / "mlartifacts").as_uri()
+
+
+def resolve_tracking(spec_uri: str | None, output: str | Path) -> tuple[str, str | None]:
+    """Spec's URI, else MLFLOW_TRACKING_URI, else the embedded store. Returns (uri, artifact location)."""
+    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return default_store(output)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    elif "://" not in uri:  # a bare path means a SQLite file there
+        uri = f"sqlite:///{Path(uri).resolve()}"
+    return uri, None
+
+
+def redact(uri: str) -> str:
+    """A URI without its password or token (never log credentials)."""
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        parts = parts._replace(netloc=f"***@{host}")
+    query = re.sub(r"(?i)((?:password|token|secret|key)=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(query=query))
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # another process created it in between
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_run(client: MlflowClient, experiment_id: str, tag: str, value: str):
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=2)
+    return runs[0] if runs else None
+
+
+def find_or_create_run(client: MlflowClient, experiment_id: str, tag: str, value: str, run_name: str,
+                       tags: dict[str, str] | None = None, parent_run_id: str | None = None,
+                       reuse_finished: bool = True):
+    """The run tagged ``tag=value``, created on first use; (run, created).
+
+    ``reuse_finished=False`` retags a finished run (``tag=value#<run id>``) and opens a new one: the job
+    is being run again on purpose.
+    """
+    run = find_run(client, experiment_id, tag, value)
+    if run is not None and not reuse_finished and run.info.status == "FINISHED":
+        client.set_tag(run.info.run_id, tag, f"{value}#{run.info.run_id}")
+        run = None
+    if run is not None:
+        if run.info.status != "RUNNING":
+            client.update_run(run.info.run_id, status="RUNNING")
+        return run, False
+    all_tags = {tag: value, **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return client.create_run(experiment_id, run_name=run_name, tags=all_tags), True
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict, logged: dict[str, str] | None = None) -> None:
+    """Log params once; a resumed run skips those already there (MLflow refuses to change a param)."""
+    logged = logged if logged is not None else client.get_run(run_id).data.params
+    new = [Param(k, v) for k, v in flatten(params).items() if k not in logged]
+    for i in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[i:i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+    for i in range(0, len(batch), 200):
+        client.log_batch(run_id, metrics=batch[i:i + 200])
+
+
+def logged_steps(client: MlflowClient, run_id: str, key: str = VAL_F1) -> set[int]:
+    return {m.step for m in client.get_metric_history(run_id, key)}
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def spec_params(spec) -> dict:
+    """The resolved spec as params, with any credentials in URIs removed."""
+    d = to_dict(spec)
+    if d.get("tracking", {}).get("tracking_uri"):
+        d["tracking"]["tracking_uri"] = redact(d["tracking"]["tracking_uri"])
+    if d.get("ray_address"):
+        d["ray_address"] = redact(d["ray_address"])
+    return d

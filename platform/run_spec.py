@@ -175,7 +175,18 @@ def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
     return replace(spec, data=data, model=replace(spec.model, plm=plm), output=output)
 
 
-def load_run_spec(path: str | Path, overrides: dict | None = None) -> RunSpec:
+def smoke_run(spec: RunSpec) -> RunSpec:
+    """A seconds-long version of any run: synthetic data, one epoch, a tiny PLM for hub names, 1 worker."""
+    plm = spec.model.plm if spec.model.plm.startswith("tiny:") else "tiny:2x32"
+    return replace(spec, name=f"{spec.name}-smoke", data=DataSpec(synth=SynthData(sentences=200, seed=0)),
+                   model=replace(spec.model, plm=plm, max_length=min(spec.model.max_length, 64)),
+                   train=replace(spec.train, epochs=1, batch_size=min(spec.train.batch_size, 16),
+                                 lr=max(spec.train.lr, 1e-3)),
+                   resources=replace(spec.resources, workers=1, use_gpu=False,
+                                     cpus_per_worker=min(spec.resources.cpus_per_worker, 1.0)))
+
+
+def load_run_spec(path: str | Path, overrides: dict | None = None, smoke: bool = False) -> RunSpec:
     """Read, validate and resolve a run spec; every problem is a SpecError naming the file and key."""
     path = Path(path)
     data = load_yaml(path)
@@ -186,4 +197,6 @@ def load_run_spec(path: str | Path, overrides: dict | None = None) -> RunSpec:
             node = node.setdefault(p, {})
         node[last] = value
     spec = from_dict(RunSpec, data, str(path))
+    if smoke:
+        spec = smoke_run(spec)
     return resolve_paths(spec, path.parent, str(path))

@@ -127,7 +127,12 @@ def _epoch_metrics(epoch: int, stats, report: Report, lr: float, tokens_per_s: f
 
 
 class RankZeroLog:
-    """MLflow and TensorBoard writes of rank 0, idempotent per epoch."""
+    """MLflow and TensorBoard writes of rank 0.
+
+    MLflow writes are idempotent per epoch (a resumed job skips the epochs its run already holds).
+    TensorBoard gets every epoch: each attempt writes a fresh events folder, and only the last attempt's
+    folder becomes the run's artifact, so it must hold the epochs of earlier attempts too.
+    """
 
     def __init__(self, job: Job, tb_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
@@ -138,13 +143,12 @@ class RankZeroLog:
         self.done = T.logged_steps(self.client, self.run_id)
 
     def epoch(self, entry: dict) -> None:
-        if entry["epoch"] in self.done:
-            return
-        T.log_metrics(self.client, self.run_id, entry["metrics"], step=entry["epoch"])
         for k, v in entry["metrics"].items():
             self.tb.add_scalar(k, v, entry["epoch"])
         self.tb.flush()
-        self.done.add(entry["epoch"])
+        if entry["epoch"] not in self.done:
+            T.log_metrics(self.client, self.run_id, entry["metrics"], step=entry["epoch"])
+            self.done.add(entry["epoch"])
 
     def artifacts(self, folder: Path, path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), path)
@@ -189,6 +193,9 @@ def train_fn_per_worker(config: dict) -> None:
 
     while not state.stopped and state.epoch < cfg.epochs:
         epoch = state.epoch + 1
+        # Dropout draws depend on the epoch alone, as the batch order does, so a job resumed from a
+        # checkpoint trains exactly as an uninterrupted one would.
+        seed_everything(cfg.seed + epoch)
         order = shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches),
                       rank, world, even=True)
         batches = (b for _, b in iter_batches(train_w, order, pad, schema.num_heads))

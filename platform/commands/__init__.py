@@ -3,6 +3,8 @@
 
 def register(sub) -> None:
     """Add the job verbs to the ``nerlab`` parser."""
-    from nerlab.platform.commands import train
+    from nerlab.platform.commands import study, train
 
     train.register(sub)
+    study.register(sub)
+    study.register_ui(sub)

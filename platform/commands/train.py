@@ -14,7 +14,7 @@ def cmd_train(args) -> int:
     overrides = {}
     if args.output:
         overrides["output"] = str(Path(args.output).resolve())
-    spec = load_run_spec(args.spec, overrides)
+    spec = load_run_spec(args.spec, overrides, smoke=args.smoke)
     if args.epochs:
         spec = replace(spec, train=replace(spec.train, epochs=args.epochs))
     result = train(spec, workers=args.workers)
@@ -32,5 +32,6 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, help="DDP workers (overrides resources.workers)")
     p.add_argument("--output", help="output folder (default: runs/<name>)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--smoke", action="store_true", help="shrink to seconds: synthetic data, 1 epoch, tiny PLM")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_train)

@@ -1,0 +1,98 @@
+"""``nerlab study run|resume|status``: searches over PLM x loss x variance penalty."""
+
+from __future__ import annotations
+
+import json
+
+
+def cmd_run(args) -> int:
+    from nerlab.platform.study import run_study
+    from nerlab.platform.study_spec import load_study_spec
+
+    spec = load_study_spec(args.spec, smoke_mode=args.smoke, output=args.output)
+    summary = run_study(spec)
+    _summary(summary, args.json)
+    return 0 if not summary["errors"] else 1
+
+
+def cmd_resume(args) -> int:
+    from nerlab.platform.study import load_saved_study, run_study
+
+    summary = run_study(load_saved_study(args.study), resume=True)
+    _summary(summary, args.json)
+    return 0 if not summary["errors"] else 1
+
+
+def cmd_status(args) -> int:
+    from nerlab.platform.study import load_saved_study, study_status
+
+    st = study_status(load_saved_study(args.study))
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"{st['study']}: {st['done']} done, {st['running']} running, {st['pending']} pending, "
+          f"{st['failed']} failed (of {st['total']})")
+    if st["best"]:
+        b = st["best"]
+        print(f"best so far: val micro-F1 {b['val_f1']:.4f} (trial {b['trial']}: {b['plm']}, {b['loss']}, "
+              f"λ={b['penalty']})")
+    return 0
+
+
+def _summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    print(f"study {summary['study']}: {summary['trials']} trials, {summary['errors']} failed")
+    if "best_config" in summary:
+        print(f"best: {summary['best_config']} (val micro-F1 {summary['best_val_f1']:.4f})")
+    print(f"browse it: nerlab ui {summary['output']}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="run, resume or inspect a study (Ray Tune + Optuna + ASHA, MLflow)")
+    verbs = p.add_subparsers(dest="study_verb", required=True, metavar="ACTION")
+    r = verbs.add_parser("run", help="run a study spec")
+    r.add_argument("spec")
+    r.add_argument("--smoke", action="store_true", help="shrink to seconds: few sentences, 1 epoch, tiny PLM")
+    r.add_argument("--output", help="output folder (default: runs/<name>)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_run)
+    s = verbs.add_parser("resume", help="finish an interrupted study (finished trials are not rerun)")
+    s.add_argument("study", help="study name (under ./runs) or output folder")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_resume)
+    t = verbs.add_parser("status", help="trials done, running, pending, failed; best so far")
+    t.add_argument("study", help="study name (under ./runs) or output folder")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_status)
+
+
+def cmd_ui(args) -> int:
+    """The MLflow UI over a study's (or run's) store, on 127.0.0.1 unless --host says otherwise."""
+    from pathlib import Path
+
+    from nerlab.platform import mlflow_server
+    from nerlab.platform.cli import UsageError
+
+    folder = Path(args.target) if Path(args.target).is_dir() else Path("runs") / args.target
+    db = folder / "mlflow.db"
+    if not db.is_file():
+        raise UsageError(f"{args.target}: no MLflow store found (looked for {db.resolve()})")
+    proc, url = mlflow_server.start(f"sqlite:///{db.resolve()}", None, host=args.host, port=args.port)
+    print(f"MLflow UI on {url}  (Ctrl-C to stop)", flush=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mlflow_server.stop(proc)
+    return 0
+
+
+def register_ui(sub) -> None:
+    u = sub.add_parser("ui", help="browse a study's runs in the MLflow UI (127.0.0.1)")
+    u.add_argument("target", nargs="?", default="demo", help="study name (under ./runs) or output folder")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(fn=cmd_ui)

@@ -1,0 +1,252 @@
+"""Studies: Ray Tune runs trials (a grid, or Optuna TPE), ASHA stops weak ones, MLflow records them all.
+
+Each trial's driver (``trial_driver``) runs one Ray Train job from jobs.py and relays rank 0's epoch
+reports to Tune. Identity is what makes resuming safe: the study's parent run is found by its name,
+a trial's MLflow run by its Tune trial id, and a trial's Ray Train run is named after that id, so a
+resumed or retried trial continues its checkpoints in its one MLflow run.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from nerlab.platform import mlflow_server
+from nerlab.platform import tracking as T
+from nerlab.platform.jobs import connect_ray, finish_job, open_run, run_job
+from nerlab.platform.prepare import Inputs, prepare_data, prepare_plm, validate_files
+from nerlab.platform.run_spec import LossConfig, RunSpec
+from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec, load_study_spec
+from nerlab.platform.typed import SpecError, from_dict
+
+METRIC = "val_micro_f1"
+STUDY_FILE = "study.yaml"
+STUDY_TAG, TRIAL_TAG, PARENT_TAG = "nerlab.study", "nerlab.trial", "nerlab.study_run"
+
+
+# ---- the search space ----------------------------------------------------------------------------------
+def _axis(values, mode: str):
+    """A list becomes a grid axis (grid) or a categorical choice (optuna); a range becomes a distribution."""
+    if isinstance(values, dict):
+        kind, (lo, hi) = next(iter(values.items()))
+        return tune.loguniform(lo, hi) if kind == "log_uniform" else tune.uniform(lo, hi)
+    values = list(values)
+    return tune.grid_search(values) if mode == "grid" else tune.choice(values)
+
+
+def param_space(spec: StudySpec) -> dict:
+    s = spec.search
+    space = {"plm": _axis(s.plm, s.mode), "variance_penalty": _axis(s.variance_penalty, s.mode)}
+    if s.loss_weights:
+        space.update({f"loss_w_{k}": _axis(r, s.mode) for k, r in s.loss_weights.items()})
+    else:
+        space["loss"] = _axis(list(s.losses), s.mode)
+    space["seed"] = _axis(s.seeds, s.mode) if s.mode == "grid" else s.seeds[0]
+    for key in (*AXES_NUMERIC, "batch_size"):
+        if getattr(s, key) is not None:
+            space[key] = _axis(getattr(s, key), s.mode)
+    return space
+
+
+def grid_size(spec: StudySpec) -> int:
+    s = spec.search
+    if s.mode == "optuna":
+        return s.num_samples
+    axes = [s.plm, s.losses, s.variance_penalty, s.seeds] + [getattr(s, k) for k in (*AXES_NUMERIC, "batch_size")]
+    return math.prod(len(a) for a in axes if a is not None)
+
+
+def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec, str]:
+    """The run spec of one trial (the study's shared settings plus its point) and its loss name."""
+    base = spec.base_run()
+    if "loss" in point:
+        loss = LossConfig(preset=None, weights=spec.search.losses[point["loss"]])
+        loss_name = point["loss"]
+    else:
+        weights = {k[len("loss_w_"):]: float(v) for k, v in point.items() if k.startswith("loss_w_")}
+        loss, loss_name = LossConfig(preset=None, weights=weights), "+".join(f"{w:.2f}{k}" for k, w in weights.items())
+    loss = replace(loss, **{k: float(point[k]) for k in ("focal_gamma", "tversky_alpha", "tversky_beta") if k in point})
+    train = replace(base.train, variance_penalty=float(point["variance_penalty"]), seed=int(point["seed"]),
+                    **{k: point[k] for k in ("lr", "batch_size") if k in point})
+    model = replace(base.model, plm=point["plm"], **({"dropout": float(point["dropout"])} if "dropout" in point else {}))
+    return replace(base, name=f"{spec.name}-{trial_id}", loss=loss, train=train, model=model), loss_name
+
+
+# ---- the trial driver (runs inside Tune) ---------------------------------------------------------------
+def trial_driver(config: dict) -> None:
+    ctx = config["_study"]
+    spec = from_dict(StudySpec, ctx["spec"], "study")
+    trial_id = tune.get_context().get_trial_id()
+    point = {k: v for k, v in config.items() if k != "_study"}
+    run, loss_name = trial_run_spec(spec, point, trial_id)
+    inputs = Inputs(**{**ctx["data"], "plm": ctx["plms"][point["plm"]]})
+    tags = {"study": spec.name, "trial": trial_id, "loss": loss_name, "plm": point["plm"]}
+    client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", ctx["tracking_uri"], None,
+                             ctx["experiment"], parent_run_id=ctx["parent_run_id"],
+                             extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags})
+    T.log_params(client, mlrun.info.run_id, {"trial": point})
+    result = run_job(run, inputs, ctx["tracking_uri"], mlrun.info.run_id, ctx["storage"],
+                     name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
+    finish_job(client, mlrun.info.run_id, result, model_dest=None)
+
+
+class CloseTrialRuns(tune.Callback):
+    """Tune stops weak trials from outside (ASHA): close their MLflow runs, marked as stopped early."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str):
+        self.uri, self.experiment_id = tracking_uri, experiment_id
+
+    def _close(self, trial, status: str) -> None:
+        client = T.MlflowClient(self.uri)
+        run = T.find_run(client, self.experiment_id, TRIAL_TAG, trial.trial_id)
+        if run is None or run.info.status != "RUNNING":
+            return
+        last = trial.last_result or {}
+        if status == "FINISHED" and not last.get("done", False):
+            client.set_tag(run.info.run_id, "nerlab.stopped_early", "true")
+        client.set_terminated(run.info.run_id, status=status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED")
+
+
+# ---- the study driver ----------------------------------------------------------------------------------
+def _prepare_inputs(spec: StudySpec) -> dict:
+    """Data and PLMs for all trials, built and validated before Ray starts."""
+    cache = Path(spec.output) / "prepared"
+    train, val, test = prepare_data(spec.data, cache)
+    validate_files(spec.task, train, val, test)
+    plms = {p: prepare_plm(p, train, cache) for p in spec.search.plm}
+    return {"data": {"train": train, "val": val, "test": test}, "plms": plms}
+
+
+def _searcher(spec: StudySpec, out: Path):
+    if spec.search.mode != "optuna":
+        return None
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    searcher = OptunaSearch(metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search.sampler_seed),
+                            study_name=spec.name, storage=storage)
+    return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
+
+
+def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool) -> tune.Tuner:
+    r = spec.resources
+    trainable = tune.with_resources(trial_driver, {"CPU": r.trial_cpus})
+    space = {**param_space(spec), "_study": ctx}
+    path = out / "tune" / spec.name
+    if restore:
+        return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_errored=True)
+    scheduler = None
+    if spec.scheduler.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        # max_t above the job's last report (epochs + the final test report): reaching max_t makes Tune
+        # stop the trial, which would cut the job's own orderly shutdown short.
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs + 2,
+                                  grace_period=spec.scheduler.asha.grace_period,
+                                  reduction_factor=spec.scheduler.asha.reduction_factor)
+    searcher = _searcher(spec, out)
+    return tune.Tuner(
+        trainable, param_space=space,
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+                                    num_samples=spec.search.num_samples if searcher else 1,
+                                    max_concurrent_trials=None if searcher else r.max_concurrent),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=r.trial_retries), verbose=1),
+    )
+
+
+def run_study(spec: StudySpec, resume: bool = False) -> dict:
+    """Run (or resume) a study to the end; returns a summary with the leaderboard's best row."""
+    out = Path(spec.output)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = _prepare_inputs(spec)
+    (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
+    store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    with ExitStack() as stack:
+        uri = store_uri
+        if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
+            uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
+        client = T.MlflowClient(uri)
+        exp_id = T.ensure_experiment(client, spec.tracking.experiment or spec.name, artifacts)
+        parent, created = T.find_or_create_run(client, exp_id, PARENT_TAG, spec.name, run_name=spec.name,
+                                               tags={"nerlab.kind": "study", "git_commit": T.git_commit()})
+        if created:
+            T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
+            client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), "config")
+        ctx.update(spec=spec.to_dict(), tracking_uri=uri, experiment=spec.tracking.experiment or spec.name,
+                   parent_run_id=parent.info.run_id, storage=str(out / "ray-train"))
+        connect_ray(spec.ray_address)
+        callbacks = [CloseTrialRuns(uri, exp_id)]
+        restore = resume and tune.Tuner.can_restore(str(out / "tune" / spec.name))
+        try:
+            results = _tuner(spec, ctx, out, callbacks, restore).fit()
+        except BaseException:
+            client.set_terminated(parent.info.run_id, status="KILLED")
+            raise
+        summary = _finish_study(client, spec, parent.info.run_id, exp_id, out, results)
+    return summary
+
+
+def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Path, results) -> dict:
+    from nerlab.dashboards.leaderboard import leaderboard_frame
+
+    board = leaderboard_frame(client, exp_id, parent_id)
+    board_dir = out / "leaderboard"
+    board_dir.mkdir(exist_ok=True)
+    board.to_csv(board_dir / "leaderboard.csv", index=False)
+    (board_dir / "leaderboard.txt").write_text(board.to_string(index=False) + "\n" if len(board) else "(no trials)\n")
+    client.log_artifacts(parent_id, str(board_dir), "leaderboard")
+    errors = sum(1 for r in results if r.error is not None)
+    summary = {"study": spec.name, "trials": len(results), "errors": errors, "output": str(out)}
+    if len(board):
+        best = board.iloc[0]
+        summary.update(best_config=best["config"], best_val_f1=float(best["val_f1_mean"]))
+        T.log_metrics(client, parent_id, {"best/" + T.VAL_F1: float(best["val_f1_mean"])}, step=0)
+    client.set_terminated(parent_id, status="FINISHED" if not errors else "FAILED")
+    return summary
+
+
+def load_saved_study(name_or_path: str) -> StudySpec:
+    """A study by output folder, or by name under ./runs; its spec as saved when it started."""
+    path = Path(name_or_path)
+    folder = path if path.is_dir() else Path("runs") / name_or_path
+    saved = folder / STUDY_FILE
+    if not saved.is_file():
+        raise SpecError(f"{name_or_path}: no study found (looked for {saved.resolve()})")
+    return from_dict(StudySpec, yaml.safe_load(saved.read_text(encoding="utf-8")), str(saved))
+
+
+def study_status(spec: StudySpec) -> dict:
+    """Trials done, running, pending and failed, and the best so far, read from MLflow."""
+    out = Path(spec.output)
+    uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    client = T.MlflowClient(uri)
+    exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], f"tags.`{STUDY_TAG}` = '{spec.name}'",
+                                                     max_results=10000)
+    counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
+    best = None
+    for r in runs:
+        counts[r.info.status] = counts.get(r.info.status, 0) + 1
+        f1 = r.data.metrics.get("best/" + T.VAL_F1, r.data.metrics.get(T.VAL_F1))
+        if f1 is not None and (best is None or f1 > best[0]):
+            best = (f1, r.data.tags.get("trial"), r.data.tags.get("plm"), r.data.tags.get("loss"),
+                    r.data.tags.get("penalty"))
+    total = grid_size(spec)
+    return {"study": spec.name, "total": total, "done": counts["FINISHED"], "running": counts["RUNNING"],
+            "failed": counts["FAILED"] + counts["KILLED"], "pending": max(0, total - len(runs)),
+            "best": None if best is None else dict(zip(("val_f1", "trial", "plm", "loss", "penalty"), best))}

@@ -1,0 +1,199 @@
+"""The study spec: a search over PLM x loss x variance penalty (x seeds, lr, ...), from YAML.
+
+A study holds the fields of a run spec that every trial shares (task, data, model, train, tracking), a
+``search`` section (the axes), an optional ASHA ``scheduler`` and ``resources`` for trials.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from nerlab.losses import PRESETS
+from nerlab.models.training import TrainConfig
+from nerlab.platform.run_spec import (
+    DataSpec, LossConfig, ModelSpec, RunSpec, SynthData, Tracking, check_plm, resolve_paths,
+)
+from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
+
+Range = dict[str, tuple[float, ...]]  # {uniform: [lo, hi]} or {log_uniform: [lo, hi]}
+AXES_NUMERIC = ("lr", "dropout", "focal_gamma", "tversky_alpha", "tversky_beta")
+
+
+@dataclass(frozen=True)
+class Search:
+    mode: str = "grid"  # grid: every combination x seeds | optuna: TPE over the same space
+    plm: tuple[str, ...] = ("tiny:2x64",)
+    loss: dict[str, dict[str, float]] | tuple[str, ...] = ("ce", "unified")  # names of presets, or name -> weights
+    loss_weights: dict[str, Range] | None = None  # optuna: sample each loss's weight (instead of `loss`)
+    variance_penalty: tuple[float, ...] | Range = (0.0, 5.0)
+    seeds: tuple[int, ...] = (3407,)
+    lr: tuple[float, ...] | Range | None = None
+    batch_size: tuple[int, ...] | None = None
+    dropout: tuple[float, ...] | Range | None = None
+    focal_gamma: tuple[float, ...] | Range | None = None
+    tversky_alpha: tuple[float, ...] | Range | None = None
+    tversky_beta: tuple[float, ...] | Range | None = None
+    num_samples: int = 8  # optuna: trials to run
+    sampler_seed: int = 0  # optuna: fixed TPE seed, so a search is repeatable
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("grid", "optuna"):
+            raise ValueError(f"search.mode must be 'grid' or 'optuna', not {self.mode!r}")
+        if not self.plm:
+            raise ValueError("search.plm: empty search space (give at least one PLM)")
+        if not self.seeds:
+            raise ValueError("search.seeds: give at least one seed")
+        if self.num_samples < 1:
+            raise ValueError(f"search.num_samples must be >= 1, not {self.num_samples}")
+        for name, weights in self.losses.items():
+            LossConfig(preset=None, weights=weights)  # validates names and weights
+        if self.loss_weights is not None and self.mode != "optuna":
+            raise ValueError("search.loss_weights needs mode: optuna (a grid takes named losses)")
+        for key in ("variance_penalty", *AXES_NUMERIC, "loss_weights"):
+            self._check_axis(key, getattr(self, key))
+        if isinstance(self.variance_penalty, tuple) and any(v < 0 for v in self.variance_penalty):
+            raise ValueError("search.variance_penalty: λ must be >= 0")
+
+    def _check_axis(self, key: str, axis) -> None:
+        if axis is None:
+            return
+        if isinstance(axis, tuple) and not axis:
+            raise ValueError(f"search.{key}: empty list")
+        ranges = axis.values() if key == "loss_weights" else [axis] if isinstance(axis, dict) else []
+        for r in ranges:
+            if self.mode != "optuna":
+                raise ValueError(f"search.{key}: ranges need mode: optuna (a grid takes lists)")
+            if len(r) != 1 or next(iter(r)) not in ("uniform", "log_uniform"):
+                raise ValueError(f"search.{key}: a range is {{uniform: [lo, hi]}} or {{log_uniform: [lo, hi]}}")
+            kind, bounds = next(iter(r.items()))
+            if len(bounds) != 2 or bounds[0] > bounds[1] or bounds[0] < 0 or (kind == "log_uniform" and bounds[0] <= 0):
+                raise ValueError(f"search.{key}: bad range {list(bounds)}")
+
+    @property
+    def losses(self) -> dict[str, dict[str, float]]:
+        """Named loss combinations; preset names expand to their weights."""
+        if isinstance(self.loss, dict):
+            if not self.loss:
+                raise ValueError("search.loss: empty search space")
+            return dict(self.loss)
+        if not self.loss:
+            raise ValueError("search.loss: empty search space")
+        unknown = [n for n in self.loss if n not in PRESETS]
+        if unknown:
+            raise ValueError(f"search.loss: unknown loss {unknown[0]!r} (presets: {', '.join(PRESETS)}; "
+                             f"or give name: {{ce: 0.5, focal: 0.5}})")
+        return {n: dict(PRESETS[n]) for n in self.loss}
+
+
+@dataclass(frozen=True)
+class Asha:
+    grace_period: int = 1  # epochs every trial gets before it can be stopped
+    reduction_factor: int = 3
+
+    def __post_init__(self) -> None:
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            raise ValueError("scheduler.asha: grace_period >= 1 and reduction_factor >= 2")
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    asha: Asha | None = None
+
+
+@dataclass(frozen=True)
+class StudyResources:
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # used when the cluster has GPUs (or use_gpu: true)
+    use_gpu: bool | None = None
+    trial_cpus: float = 0.1  # the trial's driver only waits on its workers
+    max_concurrent: int = 2
+    max_failures: int = 3  # worker failures a trial's job recovers from
+    trial_retries: int = 2  # whole-trial restarts by Tune (a lost node, a dead trial driver)
+
+    def __post_init__(self) -> None:
+        if self.workers_per_trial < 1 or self.max_concurrent < 1:
+            raise ValueError("resources: workers_per_trial and max_concurrent must be >= 1")
+        if self.cpus_per_worker <= 0 or self.trial_cpus < 0:
+            raise ValueError("resources: cpus_per_worker must be > 0 and trial_cpus >= 0")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    task: str = "nested"
+    data: DataSpec = field(default_factory=lambda: DataSpec(synth=SynthData()))
+    model: ModelSpec = field(default_factory=ModelSpec)  # plm comes from the search
+    train: TrainConfig = field(default_factory=TrainConfig)  # lr, seed, penalty may come from the search
+    search: Search = field(default_factory=Search)
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    resources: StudyResources = field(default_factory=StudyResources)
+    tracking: Tracking = field(default_factory=Tracking)
+    precision: str = "auto"
+    output: str | None = None  # default: runs/<name>
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        RunSpec(name=self.name, task=self.task, precision=self.precision)  # same rules as a run
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def base_run(self) -> RunSpec:
+        """The run spec every trial starts from (search values are filled in per trial)."""
+        r = self.resources
+        from nerlab.platform.run_spec import Resources
+
+        return RunSpec(name=self.name, task=self.task, data=self.data, model=self.model, train=self.train,
+                       tracking=self.tracking, precision=self.precision, output=self.output,
+                       ray_address=self.ray_address,
+                       resources=Resources(workers=r.workers_per_trial, use_gpu=r.use_gpu,
+                                           cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
+                                           max_failures=r.max_failures))
+
+
+def smoke(spec: StudySpec) -> StudySpec:
+    """A seconds-long version of any study: few sentences, one epoch, tiny PLM, 1-2 trials."""
+    s = spec.search
+    plms = tuple(p if p.startswith("tiny:") else "tiny:2x32" for p in s.plm[:1])
+    losses = dict(list(s.losses.items())[:2])
+    pen = s.variance_penalty[:1] if isinstance(s.variance_penalty, tuple) else s.variance_penalty
+    search = replace(s, plm=plms, loss=losses, variance_penalty=pen, seeds=s.seeds[:1],
+                     num_samples=min(s.num_samples, 2),
+                     **{k: getattr(s, k)[:1] for k in (*AXES_NUMERIC, "batch_size")
+                        if isinstance(getattr(s, k), tuple)})
+    data = spec.data if spec.data.synth is not None else DataSpec(synth=SynthData(sentences=200, seed=0))
+    if spec.data.synth is not None:
+        data = DataSpec(synth=replace(spec.data.synth, sentences=min(spec.data.synth.sentences, 200)))
+    train = replace(spec.train, epochs=1, batch_size=min(spec.train.batch_size, 16), lr=max(spec.train.lr, 1e-3))
+    resources = replace(spec.resources, workers_per_trial=1, cpus_per_worker=min(spec.resources.cpus_per_worker, 0.5),
+                        use_gpu=False, max_concurrent=min(spec.resources.max_concurrent, 2))
+    return replace(spec, name=f"{spec.name}-smoke", data=data, search=search, train=train, resources=resources,
+                   model=replace(spec.model, max_length=min(spec.model.max_length, 64)),
+                   output=str(Path(spec.output).parent / f"{Path(spec.output).name}-smoke") if spec.output else None)
+
+
+def load_study_spec(path: str | Path, smoke_mode: bool = False, output: str | None = None) -> StudySpec:
+    """Read and validate a study spec before anything starts; SpecError names the file and key."""
+    path = Path(path)
+    source = str(path)
+    spec = from_dict(StudySpec, load_yaml(path), source)
+    if output:
+        spec = replace(spec, output=output)
+    spec = replace(spec, output=str(Path(spec.output or Path("runs") / spec.name).expanduser().resolve()))
+    if smoke_mode:
+        spec = smoke(spec)
+    # resolve data and check every PLM the search can pick
+    run = resolve_paths(replace(spec.base_run(), model=replace(spec.model, plm="tiny:2x32")), path.parent, source)
+    plms = []
+    for i, plm in enumerate(spec.search.plm):
+        local = (path.parent / plm)
+        if not plm.startswith("tiny:") and (plm.startswith((".", "/", "~")) or local.exists()):
+            plm = str(local.expanduser().resolve())
+        check_plm(plm, source, f"search.plm[{i}]")
+        plms.append(plm)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
+        raise SpecError(f"{source}: name: {spec.name!r} must be letters, digits, '.', '_' or '-'")
+    return replace(spec, data=run.data, search=replace(spec.search, plm=tuple(plms)))

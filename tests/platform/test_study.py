@@ -1,0 +1,146 @@
+"""Studies with a real local Ray and a real MLflow store: grids, Optuna + ASHA, resume, every spec in smoke."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+BASE = {
+    "task": "nested",
+    "data": {"synth": {"sentences": 240, "seed": 0}},
+    "model": {"max_length": 64},
+    "train": {"epochs": 2, "batch_size": 16, "lr": 3.0e-3, "patience": 5},
+}
+
+
+def write_spec(tmp_path: Path, name: str, **extra) -> Path:
+    spec = {"name": name, **BASE, **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def nerlab(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nerlab.platform.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def trial_runs(out: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("nerlab.study_run")]
+    trials = [r for r in runs if r.data.tags.get("nerlab.trial")]
+    return client, parents, trials
+
+
+def test_grid_of_two_worker_trials_gives_one_child_run_per_trial(tmp_path):
+    spec = write_spec(tmp_path, "grid", search={"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
+                                                "variance_penalty": [0.0, 5.0], "seeds": [1]},
+                      resources={"workers_per_trial": 2, "cpus_per_worker": 0.45, "trial_cpus": 0.1,
+                                 "max_concurrent": 2})
+    out = tmp_path / "out"
+    p = nerlab("study", "run", str(spec), "--output", str(out), "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client, parents, trials = trial_runs(out, "grid")
+    assert len(parents) == 1 and len(trials) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
+    assert len({r.data.tags["nerlab.trial"] for r in trials}) == 4
+    combos = {(r.data.tags["loss"], float(r.data.tags["penalty"])) for r in trials}
+    assert combos == {("ce", 0.0), ("ce", 5.0), ("unified", 0.0), ("unified", 5.0)}
+    for r in trials:
+        assert r.info.status == "FINISHED"
+        assert r.data.params["resources.workers"] == "2"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val/micro_f1")] == [1, 2]
+    arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "leaderboard")}
+    assert "leaderboard/leaderboard.csv" in arts
+    status = nerlab("study", "status", str(out), "--json", cwd=tmp_path)
+    assert status.returncode == 0 and '"done": 4' in status.stdout and '"pending": 0' in status.stdout
+
+
+def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
+    spec = write_spec(tmp_path, "tpe", search={"mode": "optuna", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
+                                               "variance_penalty": {"uniform": [0.0, 10.0]},
+                                               "lr": {"log_uniform": [1.0e-6, 1.0e-2]},
+                                               "num_samples": 5, "sampler_seed": 3},
+                      scheduler={"asha": {"grace_period": 1, "reduction_factor": 2}},
+                      resources={"workers_per_trial": 1, "cpus_per_worker": 0.9, "max_concurrent": 1})
+    spec_dict = yaml.safe_load(spec.read_text())
+    spec_dict["train"]["epochs"] = 4
+    spec.write_text(yaml.safe_dump(spec_dict))
+    out = tmp_path / "out"
+    p = nerlab("study", "run", str(spec), "--output", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client, parents, trials = trial_runs(out, "tpe")
+    assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)
+    stopped = [r for r in trials if r.data.tags.get("nerlab.stopped_early") == "true"]
+    assert stopped, "ASHA stopped no trial"
+    for r in stopped:  # stopped before the last epoch: fewer epochs logged than the full 4
+        assert len(client.get_metric_history(r.info.run_id, "val/micro_f1")) < 4
+    import optuna
+
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 5  # the search is persisted beside the MLflow store
+
+
+def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
+    spec = write_spec(tmp_path, "resume", search={"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
+                                                  "variance_penalty": [0.0, 5.0], "seeds": [1]},
+                      resources={"workers_per_trial": 1, "cpus_per_worker": 0.9, "max_concurrent": 1})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
+                             str(out)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:  # wait for one finished trial, then kill everything
+            if (out / "mlflow.db").exists():
+                try:
+                    _, _, trials = trial_runs(out, "resume")
+                    if any(r.info.status == "FINISHED" for r in trials):
+                        break
+                except Exception:
+                    pass
+            time.sleep(2)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    _, _, before = trial_runs(out, "resume")
+    assert 1 <= len(before) < 4
+    p = nerlab("study", "resume", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _, parents, trials = trial_runs(out, "resume")
+    assert len(parents) == 1
+    assert len(trials) == 4 and len({r.data.tags["nerlab.trial"] for r in trials}) == 4
+    assert all(r.info.status == "FINISHED" for r in trials)
+    finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
+    for r in trials:  # finished trials were not rerun
+        if r.info.run_id in finished_before:
+            assert r.info.end_time == finished_before[r.info.run_id]
+
+
+SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
+def test_every_experiment_spec_runs_in_smoke_mode(spec, tmp_path):
+    kind = "study" if "search" in yaml.safe_load(spec.read_text()) else "train"
+    if kind == "study":
+        p = nerlab("study", "run", str(spec), "--smoke", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    else:
+        p = nerlab("train", str(spec), "--smoke", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]

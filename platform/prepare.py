@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerlab.models.wojood import WOJOOD_TYPES, read_file
+from nerlab.models.wojood import WOJOOD_TYPES, read_file, to_flat, write_file
 from nerlab.platform.run_spec import TINY_PLM, DataSpec
 from nerlab.platform.typed import SpecError
 
@@ -34,16 +34,19 @@ def _locked(folder: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def prepare_data(data: DataSpec, cache: Path) -> tuple[str, str, str | None]:
+def prepare_data(data: DataSpec, cache: Path, task: str = "nested") -> tuple[str, str, str | None]:
     if data.synth is None:
         return data.train, data.val, data.test
     from nerlab.models.synth import write_corpus
 
-    folder = cache / f"synth-{data.synth.sentences}-seed{data.synth.seed}"
+    folder = cache / f"synth-{task}-{data.synth.sentences}-seed{data.synth.seed}"
     with _locked(cache):
         if not (folder / "test.txt").is_file():
             tmp = folder.with_suffix(".tmp")
-            write_corpus(tmp, data.synth.sentences, data.synth.seed)
+            paths = write_corpus(tmp, data.synth.sentences, data.synth.seed)
+            if task == "flat":  # Wojood's flat files keep the outermost tag of each token
+                for p in paths.values():
+                    write_file(p, to_flat(read_file(p)))
             tmp.rename(folder)
     return str(folder / "train.txt"), str(folder / "val.txt"), str(folder / "test.txt")
 
@@ -72,7 +75,7 @@ def validate_files(task: str, train: str, val: str, test: str | None) -> None:
 
 
 def prepare(task: str, data: DataSpec, plm: str, cache: Path) -> Inputs:
-    train, val, test = prepare_data(data, cache)
+    train, val, test = prepare_data(data, cache, task)
     validate_files(task, train, val, test)
     try:
         plm_path = prepare_plm(plm, train, cache)

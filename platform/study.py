@@ -123,7 +123,7 @@ class CloseTrialRuns(tune.Callback):
 def _prepare_inputs(spec: StudySpec) -> dict:
     """Data and PLMs for all trials, built and validated before Ray starts."""
     cache = Path(spec.output) / "prepared"
-    train, val, test = prepare_data(spec.data, cache)
+    train, val, test = prepare_data(spec.data, cache, spec.task)
     validate_files(spec.task, train, val, test)
     plms = {p: prepare_plm(p, train, cache) for p in spec.search.plm}
     return {"data": {"train": train, "val": val, "test": test}, "plms": plms}
@@ -156,7 +156,7 @@ def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool
         # max_t above the job's last report (epochs + the final test report): reaching max_t makes Tune
         # stop the trial, which would cut the job's own orderly shutdown short.
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs + 2,
-                                  grace_period=spec.scheduler.asha.grace_period,
+                                  grace_period=min(spec.scheduler.asha.grace_period, spec.train.epochs),
                                   reduction_factor=spec.scheduler.asha.reduction_factor)
     searcher = _searcher(spec, out)
     return tune.Tuner(

@@ -155,13 +155,13 @@ class StudySpec:
 
 
 def smoke(spec: StudySpec) -> StudySpec:
-    """A seconds-long version of any study: few sentences, one epoch, tiny PLM, 1-2 trials."""
+    """A seconds-long version of any study: synthetic sentences, one epoch, a tiny PLM, one trial."""
     s = spec.search
     plms = tuple(p if p.startswith("tiny:") else "tiny:2x32" for p in s.plm[:1])
-    losses = dict(list(s.losses.items())[:2])
+    losses = dict(list(s.losses.items())[:1])
     pen = s.variance_penalty[:1] if isinstance(s.variance_penalty, tuple) else s.variance_penalty
     search = replace(s, plm=plms, loss=losses, variance_penalty=pen, seeds=s.seeds[:1],
-                     num_samples=min(s.num_samples, 2),
+                     num_samples=1,
                      **{k: getattr(s, k)[:1] for k in (*AXES_NUMERIC, "batch_size")
                         if isinstance(getattr(s, k), tuple)})
     data = spec.data if spec.data.synth is not None else DataSpec(synth=SynthData(sentences=200, seed=0))

@@ -79,13 +79,17 @@ def parse_lines(
         line = raw.rstrip("\r\n")
         if lineno == 1:
             line = line.lstrip("\ufeff")
+        where = f"{source}:{lineno}"
+        if "\ufeff" in line:  # a BOM is allowed only at the very start of the file
+            raise DataError(f"{where}: byte-order mark (U+FEFF) inside the file (files concatenated?)")
+        if "\r" in line:  # CRLF line ends are stripped; a CR elsewhere is an old-Mac line end or a stray byte
+            raise DataError(f"{where}: carriage return (CR) inside a line: use LF or CRLF line ends")
         fields = line.split()
         if not fields:
             if tokens:
                 sentences.append(Sentence(tokens, tags))
                 tokens, tags = [], []
             continue
-        where = f"{source}:{lineno}"
         has_tags = len(fields) > 1
         if require_tags and not has_tags:
             raise DataError(f"{where}: expected 'token TAG [TAG ...]', found only {fields[0]!r}")
@@ -109,6 +113,8 @@ def read_file(
 ) -> list[Sentence]:
     """Read and validate one Wojood file. Raises DataError naming the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a data file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     data = path.read_bytes()

@@ -57,8 +57,12 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.weights is None and self.preset not in PRESETS:
-            raise ValueError(f"unknown loss preset {self.preset!r} (allowed: {', '.join(PRESETS)})")
-        self.to_loss_spec()  # validates names, weights and hyper-parameters
+            raise ValueError(f"preset: unknown loss preset {self.preset!r} (allowed: {', '.join(PRESETS)})")
+        try:
+            self.to_loss_spec()  # validates names, weights and hyper-parameters
+        except ValueError as e:
+            weights_wrong = self.weights is not None and any(w in str(e) for w in ("weight", "loss name"))
+            raise ValueError(f"weights: {e}" if weights_wrong else str(e)) from None
 
     @property
     def name(self) -> str:
@@ -140,16 +144,27 @@ class RunSpec:
 
 
 def check_plm(plm: str, source: str, key: str = "model.plm") -> None:
-    """A PLM must be a tiny spec, an existing model folder, or a hub-style name (``org/name``)."""
+    """A PLM must be a tiny spec, a model folder with safetensors weights, or a hub-style name (``org/name``).
+
+    Weights load only from safetensors: a folder holding only pickled weights (``pytorch_model.bin``)
+    is refused here, before anything starts, rather than unpickled later.
+    """
     if TINY_PLM.match(plm):
         return
-    path = Path(plm)
+    path = Path(plm).expanduser()
     if path.exists() or plm.startswith((".", "/", "~")):
+        if not path.exists():
+            raise SpecError(f"{source}: {key}: {plm}: no such model folder")
         if not (path / "config.json").is_file():
             raise SpecError(f"{source}: {key}: {plm}: not a model folder (no config.json)")
+        if not any(path.glob("*.safetensors")):
+            pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+            found = f" (found {', '.join(pickled)})" if pickled else ""
+            raise SpecError(f"{source}: {key}: {plm}: no safetensors weights{found}; nerlab never loads "
+                            f"pickled weights: convert the checkpoint to model.safetensors")
         return
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", plm):
-        raise SpecError(f"{source}: {key}: unknown PLM {plm!r}: give a folder, a hub name such as "
+        raise SpecError(f"{source}: {key}: unknown PLM {plm!r}: give a model folder, a hub name such as "
                         f"{KNOWN_HUB_PLMS[0]}, or tiny:LAYERSxHIDDEN")
 
 
@@ -169,7 +184,7 @@ def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
                        test=absolute(data.test, "data.test"))
     plm = spec.model.plm
     if not TINY_PLM.match(plm) and (plm.startswith((".", "/", "~")) or (base / plm).exists()):
-        plm = absolute(plm, "model.plm")
+        plm = absolute(plm, "model.plm", must_exist=False)  # check_plm says what is wrong with the folder
     check_plm(plm, source)
     output = str(Path(spec.output or Path("runs") / spec.name).expanduser().resolve())
     return replace(spec, data=data, model=replace(spec.model, plm=plm), output=output)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from nerlab.losses import PRESETS
+from nerlab.losses import PER_HEAD_LOSSES, PRESETS
 from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
     DataSpec, LossConfig, ModelSpec, RunSpec, SynthData, Tracking, check_plm, resolve_paths,
@@ -48,11 +48,23 @@ class Search:
         if self.num_samples < 1:
             raise ValueError(f"search.num_samples must be >= 1, not {self.num_samples}")
         for name, weights in self.losses.items():
-            LossConfig(preset=None, weights=weights)  # validates names and weights
+            try:
+                LossConfig(preset=None, weights=weights)  # validates names and weights
+            except ValueError as e:
+                raise ValueError(f"search.loss.{name}: {str(e).removeprefix('weights: ')}") from None
         if self.loss_weights is not None and self.mode != "optuna":
             raise ValueError("search.loss_weights needs mode: optuna (a grid takes named losses)")
         for key in ("variance_penalty", *AXES_NUMERIC, "loss_weights"):
             self._check_axis(key, getattr(self, key))
+        if self.loss_weights is not None:
+            if not self.loss_weights:
+                raise ValueError("search.loss_weights: empty search space")
+            unknown = [k for k in self.loss_weights if k not in PER_HEAD_LOSSES]
+            if unknown:
+                raise ValueError(f"search.loss_weights.{unknown[0]}: unknown loss "
+                                 f"(allowed: {', '.join(PER_HEAD_LOSSES)})")
+            if all(max(next(iter(r.values()))) <= 0 for r in self.loss_weights.values()):
+                raise ValueError("search.loss_weights: every range is [0, 0], so all loss weights are zero")
         if isinstance(self.variance_penalty, tuple) and any(v < 0 for v in self.variance_penalty):
             raise ValueError("search.variance_penalty: λ must be >= 0")
 
@@ -69,7 +81,8 @@ class Search:
                 raise ValueError(f"search.{key}: a range is {{uniform: [lo, hi]}} or {{log_uniform: [lo, hi]}}")
             kind, bounds = next(iter(r.items()))
             if len(bounds) != 2 or bounds[0] > bounds[1] or bounds[0] < 0 or (kind == "log_uniform" and bounds[0] <= 0):
-                raise ValueError(f"search.{key}: bad range {list(bounds)}")
+                raise ValueError(f"search.{key}: bad range {list(bounds)} (want [lo, hi] with 0 <= lo <= hi"
+                                 f"{', lo > 0 for log_uniform' if kind == 'log_uniform' else ''})")
 
     @property
     def losses(self) -> dict[str, dict[str, float]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,8 +19,23 @@ class SpecError(ValueError):
     """A bad spec: the message names the file and the key (``spec.yaml: train.lr: ...``)."""
 
 
+_URI_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
+_SECRET_QUERY = re.compile(r"(?i)\b((?:password|passwd|token|secret|key)=)[^&\s'\"]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URI and ``token=...`` query values masked.
+
+    A safety net for messages that echo a spec value (tracking URIs, Ray addresses): credentials never
+    reach the terminal or a log.
+    """
+    return _SECRET_QUERY.sub(r"\1***", _URI_CREDENTIALS.sub(r"\1***@", text))
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: a folder, not a spec file")
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
@@ -29,8 +46,10 @@ def load_yaml(path: str | Path) -> dict:
         raise SpecError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8") from None
+    if data is None:
+        raise SpecError(f"{path}: empty spec (expected a mapping of keys such as name, data, train)")
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of keys at the top level")
+        raise SpecError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     return data
 
 
@@ -69,13 +88,19 @@ def _convert(tp, value: Any, key: str, source: str):
         return {_convert(k_tp, k, key, source): _convert(v_tp, v, f"{key}.{k}", source) for k, v in value.items()}
     if tp is Any:
         return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML reads 2e-5 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if tp is float and not isinstance(value, bool):
+        number = None
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 2e-5 (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise SpecError(f"{source}: {key}: expected a finite number, got {value!r}")
+            return number
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise SpecError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
@@ -97,8 +122,20 @@ def from_dict(cls: type[T], data: dict, source: str, prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        msg = str(e)
-        raise SpecError(msg if msg.startswith(source) else f"{source}: {prefix.rstrip('.') or 'spec'}: {msg}") from None
+        raise SpecError(_keyed(str(e), source, prefix, fields)) from None
+
+
+def _keyed(msg: str, source: str, prefix: str, fields) -> str:
+    """``source: key...: msg`` naming the full key once, whatever form a dataclass's check took."""
+    if msg.startswith(source):
+        return msg
+    section = prefix.rstrip(".")
+    if section and re.match(rf"{re.escape(section)}[:. \[]", msg):  # names its key already (search.plm: ...)
+        return f"{source}: {msg}"
+    first = re.match(r"[A-Za-z_]\w*", msg)
+    if first and first.group(0) in fields:  # "lr must be > 0": the field of this section
+        return f"{source}: {prefix}{msg}"
+    return f"{source}: {section or 'spec'}: {msg}"
 
 
 def to_dict(obj) -> Any:

@@ -17,9 +17,35 @@ class UsageError(ValueError):
     """Bad input found before anything started; reported on one line with exit code 2."""
 
 
-from nerlab.platform.typed import SpecError  # noqa: E402
+from nerlab.platform.typed import SpecError, redact_text  # noqa: E402
 
 BAD_INPUT = (UsageError, DataError, SpecError, FileNotFoundError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2 through ``main``), like every other bad input."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
+    return value
 
 
 def _print(obj, as_json: bool, text: str) -> None:
@@ -63,6 +89,8 @@ def cmd_plm_tiny(args) -> int:
     for c in corpus:
         if not c.is_file():
             raise UsageError(f"{c}: no such file (--corpus)")
+    if args.hidden % args.heads:
+        raise UsageError(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
     out = build_tiny_plm(corpus, Path(args.out), layers=args.layers, hidden=args.hidden, heads=args.heads,
                          vocab_size=args.vocab_size, seed=args.seed)
     _print({"out": str(out)}, args.json, f"wrote a tiny BERT to {out}")
@@ -70,12 +98,35 @@ def cmd_plm_tiny(args) -> int:
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
+def _sentence_lines(path: str) -> list[int]:
+    """The line number where each sentence of a (valid) Wojood file starts."""
+    starts, blank = [], True
+    for lineno, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        empty = not raw.strip().lstrip(b"\xef\xbb\xbf").strip()
+        if not empty and blank:
+            starts.append(lineno)
+        blank = empty
+    return starts
+
+
+def _check_aligned(gold_path: str, gold, pred_path: str, pred) -> None:
+    """Predictions must hold gold's sentences and tokens; a mismatch names both files and lines."""
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if g.tokens != p.tokens:
+            gl, pl = _sentence_lines(gold_path)[i], _sentence_lines(pred_path)[i]
+            raise DataError(f"{pred_path}:{pl}: sentence {i + 1} has other tokens than {gold_path}:{gl} "
+                            f"({len(p)} vs {len(g)} tokens)")
+    if len(gold) != len(pred):
+        raise DataError(f"{pred_path}: {len(pred)} sentences, but {gold_path} has {len(gold)}")
+
+
 def cmd_evaluate(args) -> int:
     from nerlab.models.scoring import score
     from nerlab.models.wojood import read_file
 
     gold = read_file(args.gold, task=args.task)
     pred = read_file(args.pred, task=args.task)
+    _check_aligned(args.gold, gold, args.pred, pred)
     report = score(gold, pred, args.task)
     _print(report.to_dict(), args.json, report.format())
     return 0
@@ -83,7 +134,7 @@ def cmd_evaluate(args) -> int:
 
 # ---- parser --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nerlab", description="Arabic flat and nested NER experiments at scale.")
+    p = _Parser(prog="nerlab", description="Arabic flat and nested NER experiments at scale.")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     data = sub.add_parser("data", help="check or synthesise Wojood-format data").add_subparsers(
@@ -97,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_data_check)
     s = data.add_parser("synth", help="write a synthetic nested Arabic corpus (train/val/test)")
     s.add_argument("--out", required=True)
-    s.add_argument("--sentences", type=int, default=2000)
+    s.add_argument("--sentences", type=positive_int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_data_synth)
@@ -107,10 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = plm.add_parser("tiny", help="a small BERT with a WordPiece vocabulary learned from a corpus")
     t.add_argument("--corpus", nargs="+", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--layers", type=int, default=2)
-    t.add_argument("--hidden", type=int, default=64)
-    t.add_argument("--heads", type=int, default=2)
-    t.add_argument("--vocab-size", type=int, default=3000)
+    t.add_argument("--layers", type=positive_int, default=2)
+    t.add_argument("--hidden", type=positive_int, default=64)
+    t.add_argument("--heads", type=positive_int, default=2)
+    t.add_argument("--vocab-size", type=positive_int, default=3000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_plm_tiny)
@@ -128,12 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.fn(args)
     except BAD_INPUT as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"nerlab: error: {msg}", file=sys.stderr)
+        # One line, and never a credential a spec value carried (a tracking URI's user:password@).
+        msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"nerlab: error: {redact_text(msg)}", file=sys.stderr)
         return 2
 
 

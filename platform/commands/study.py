@@ -91,8 +91,10 @@ def cmd_ui(args) -> int:
 
 
 def register_ui(sub) -> None:
+    from nerlab.platform.cli import port_number
+
     u = sub.add_parser("ui", help="browse a study's runs in the MLflow UI (127.0.0.1)")
     u.add_argument("target", nargs="?", default="demo", help="study name (under ./runs) or output folder")
     u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=port_number, default=5000)
     u.set_defaults(fn=cmd_ui)

@@ -15,7 +15,7 @@ def cmd_train(args) -> int:
     if args.output:
         overrides["output"] = str(Path(args.output).resolve())
     spec = load_run_spec(args.spec, overrides, smoke=args.smoke)
-    if args.epochs:
+    if args.epochs is not None:
         spec = replace(spec, train=replace(spec.train, epochs=args.epochs))
     result = train(spec, workers=args.workers)
     if args.json:
@@ -27,11 +27,13 @@ def cmd_train(args) -> int:
 
 
 def register(sub) -> None:
+    from nerlab.platform.cli import positive_int
+
     p = sub.add_parser("train", help="train one model as a Ray Train job, tracked in MLflow")
     p.add_argument("spec", help="run spec (YAML)")
-    p.add_argument("--workers", type=int, help="DDP workers (overrides resources.workers)")
+    p.add_argument("--workers", type=positive_int, help="DDP workers (overrides resources.workers)")
     p.add_argument("--output", help="output folder (default: runs/<name>)")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--epochs", type=positive_int, help="override train.epochs")
     p.add_argument("--smoke", action="store_true", help="shrink to seconds: synthetic data, 1 epoch, tiny PLM")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_train)

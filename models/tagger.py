@@ -40,6 +40,11 @@ class TaggerConfig:
             raise ValueError("flat_decoding 'flat_head' needs flat_head: true")
 
 
+def load_tokenizer(plm: str | Path, trust_remote_code: bool = False):
+    """The PLM's tokenizer; a hub repo's own code runs only when the spec turns ``trust_remote_code`` on."""
+    return AutoTokenizer.from_pretrained(plm, trust_remote_code=trust_remote_code)
+
+
 class MultiTaskTagger(nn.Module):
     def __init__(self, encoder: nn.Module, schema: LabelSchema, config: TaggerConfig):
         super().__init__()
@@ -72,10 +77,17 @@ class MultiTaskTagger(nn.Module):
     @classmethod
     def from_plm(cls, plm: str, schema: LabelSchema, config: TaggerConfig | None = None,
                  trust_remote_code: bool = False) -> "MultiTaskTagger":
+        """The encoder from a folder or hub name; its weights come only from safetensors, never a pickle."""
         config = config or TaggerConfig(plm=plm)
-        encoder = AutoModel.from_pretrained(plm, add_pooling_layer=False, trust_remote_code=trust_remote_code,
-                                            hidden_dropout_prob=config.dropout,
-                                            attention_probs_dropout_prob=config.dropout)
+        try:
+            encoder = AutoModel.from_pretrained(plm, add_pooling_layer=False, trust_remote_code=trust_remote_code,
+                                                use_safetensors=True, hidden_dropout_prob=config.dropout,
+                                                attention_probs_dropout_prob=config.dropout)
+        except OSError as e:
+            if "safetensors" not in str(e):
+                raise
+            raise OSError(f"{plm}: no safetensors weights ({e}); nerlab never loads pickled weights "
+                          f"(pytorch_model.bin): convert the checkpoint to model.safetensors") from None
         return cls(encoder, schema, config)
 
     def save(self, folder: str | Path, tokenizer) -> Path:

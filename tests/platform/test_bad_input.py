@@ -1,0 +1,484 @@
+"""The bad-input battery: malformed data files, specs and command lines through the real ``nerlab`` CLI.
+
+Every case must end with exit code 2 and one line on stderr that names the file and line, or the key,
+before anything starts:
+
+- no Ray: ``ray.is_initialized()`` stays False (and ``ray.init`` is replaced by a tripwire, so a case
+  that slipped through validation fails at once instead of training);
+- no MLflow run left RUNNING: every spec points ``tracking.tracking_uri`` at a SQLite file in the test's
+  folder, and that store must not even exist afterwards (``MlflowClient.create_run`` is a tripwire too);
+- nothing half-written: the output folder is absent or empty. A started job or study leaves there
+  ``mlflow.db``, ``mlartifacts/``, ``prepared/``, ``study.yaml``, ``tune/``, ``ray/`` or ``ray-train/``;
+  none may appear.
+
+A few cases run as ``python -m nerlab.platform.cli`` in a subprocess to check the real exit code, that
+stderr is exactly one line, and that no ``raylet``/``gcs_server`` of theirs appeared (the subprocess gets
+its own ``RAY_TMPDIR``, so any Ray it started would name that folder).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from nerlab.platform import mlflow_server
+from nerlab.platform.cli import main as cli_main
+
+DELETE = object()  # a spec change that removes the key
+
+GOOD_NESTED = "قال O\nمحمد B-PERS\nفي O\nبيرزيت B-ORG\nجامعة I-ORG B-GPE\n\nذهب O\nإلى O\nرام B-GPE\nالله I-GPE\n"
+GOOD_FLAT = "قال O\nمحمد B-PERS\nفي O\nبيرزيت B-ORG\nجامعة I-ORG\n\nذهب O\nإلى O\nرام B-GPE\nالله I-GPE\n"
+HALF_WRITTEN = ("mlflow.db", "mlartifacts", "prepared", "study.yaml", "tune", "ray", "ray-train", "optuna.db",
+                "model", "mlflow-server.log")
+
+
+# ---- building the inputs -----------------------------------------------------------------------------------
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if v is DELETE:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def write(tmp: Path, name: str, data: bytes | str) -> Path:
+    path = tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def data_files(tmp: Path, task: str = "nested") -> dict[str, str]:
+    text = GOOD_NESTED if task == "nested" else GOOD_FLAT
+    return {split: str(write(tmp, f"data/{task}/{split}.txt", text)) for split in ("train", "val", "test")}
+
+
+def store(tmp: Path) -> Path:
+    """The SQLite MLflow store every spec names; bad input must never create it."""
+    return tmp / "store" / "mlflow.db"
+
+
+def base_run(tmp: Path) -> dict:
+    """A valid run spec (checked by test_base_specs_are_valid): each case breaks one thing."""
+    return {
+        "name": "bad-input", "task": "nested", "data": data_files(tmp),
+        "model": {"plm": "tiny:2x32", "max_length": 64},
+        "loss": {"preset": "unified"},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 0.01, "variance_penalty": 5.0, "seed": 3407},
+        "resources": {"workers": 1, "cpus_per_worker": 0.5},
+        "tracking": {"experiment": "bad-input", "tracking_uri": f"sqlite:///{store(tmp)}"},
+        "output": str(tmp / "out"),
+    }
+
+
+def base_study(tmp: Path) -> dict:
+    return {
+        "name": "bad-study", "task": "nested", "data": data_files(tmp),
+        "model": {"max_length": 64},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 0.01},
+        "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"], "variance_penalty": [0.0, 5.0],
+                   "seeds": [1]},
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.5, "max_concurrent": 1},
+        "tracking": {"experiment": "bad-study", "tracking_uri": f"sqlite:///{store(tmp)}"},
+        "output": str(tmp / "out"),
+    }
+
+
+def spec_file(tmp: Path, base: Callable[[Path], dict], changes: dict, name: str = "spec.yaml") -> Path:
+    return write(tmp, name, yaml.safe_dump(deep_merge(base(tmp), changes), allow_unicode=True))
+
+
+def plm_folder(tmp: Path, kind: str) -> str:
+    """``empty``: a folder without config.json; ``pickle``: config.json and only a pickled pytorch_model.bin."""
+    folder = tmp / "plms" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "pickle":
+        (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 32}')
+        (folder / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # pickle.dumps(1): never to be opened
+    return str(folder)
+
+
+# ---- the cases -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """``argv(tmp)`` -> (command line, the file the message must name or None); ``expect``: substrings."""
+
+    argv: Callable[[Path], tuple[list[str], str | None]]
+    expect: tuple[str, ...]
+    forbid: tuple[str, ...] = field(default=())  # substrings that must not appear (credentials)
+    names_spec: bool = True  # False: the message names a data file the spec points at (in ``expect``)
+
+
+def data_check(content: bytes | str, *flags: str, name: str = "bad.txt") -> Callable:
+    def argv(tmp: Path):
+        path = write(tmp, name, content)
+        return ["data", "check", str(path), *flags], str(path)
+    return argv
+
+
+def train(changes: dict, *flags: str) -> Callable:
+    def argv(tmp: Path):
+        path = spec_file(tmp, base_run, _materialise(changes, tmp))
+        return ["train", str(path), *flags], str(path)
+    return argv
+
+
+def study(changes: dict, *flags: str) -> Callable:
+    def argv(tmp: Path):
+        path = spec_file(tmp, base_study, _materialise(changes, tmp))
+        return ["study", "run", str(path), *flags], str(path)
+    return argv
+
+
+def raw_spec(verb: list[str], content: bytes | str | None) -> Callable:
+    """A spec file written byte for byte (``None``: no file at all)."""
+    def argv(tmp: Path):
+        path = tmp / "spec.yaml" if content is None else write(tmp, "spec.yaml", content)
+        return [*verb, str(path)], str(path)
+    return argv
+
+
+def _materialise(changes, tmp: Path):
+    """Spec changes may hold callables of the test folder (a PLM folder, a bad data file)."""
+    if callable(changes):
+        return changes(tmp)
+    if isinstance(changes, dict):
+        return {k: _materialise(v, tmp) for k, v in changes.items()}
+    if isinstance(changes, list):
+        return [_materialise(v, tmp) for v in changes]
+    return changes
+
+
+def bad_data(content: bytes | str, name: str = "bad/train.txt") -> Callable:
+    return lambda tmp: str(write(tmp, name, content))
+
+
+def evaluate(gold: str | None, pred: str | None, *flags: str, names: str = "pred") -> Callable:
+    def argv(tmp: Path):
+        g = str(write(tmp, "gold.txt", gold)) if gold is not None else str(tmp / "gold.txt")
+        p = str(write(tmp, "pred.txt", pred)) if pred is not None else str(tmp / "pred.txt")
+        return ["evaluate", "--gold", g, "--pred", p, *flags], {"pred": p, "gold": g, None: None}[names]
+    return argv
+
+
+def plain(*args: str, names: str | None = None) -> Callable:
+    """A command line; ``{tmp}`` in an argument is the test folder."""
+    def argv(tmp: Path):
+        out = [a.format(tmp=tmp) for a in args]
+        return out, names.format(tmp=tmp) if names else None
+    return argv
+
+
+def with_base_spec(*args: str) -> Callable:
+    """``train <a valid spec> ARGS``: only the arguments are wrong."""
+    def argv(tmp: Path):
+        path = spec_file(tmp, base_run, {})
+        return ["train", str(path), *args], None
+    return argv
+
+
+NESTED_TWO_TAGS = "a B-ORG\nb I-ORG B-GPE\n"
+
+CASES: dict[str, Case] = {
+    # -- data files (nerlab data check) --
+    "data: token without tag": Case(data_check("a O\nb\n"), (":2:", "expected 'token TAG")),
+    "data: unknown entity type": Case(data_check("a O\n\nb B-FOO\n"), (":3:", "unknown entity type 'FOO'")),
+    "data: malformed tag": Case(data_check("a O\nb X-PERS\n"), (":2:", "malformed tag 'X-PERS'")),
+    "data: B- without a type": Case(data_check("a B-\n"), (":1:", "need a type")),
+    "data: lower-case tag": Case(data_check("a O\nb b-pers\n"), (":2:", "malformed tag 'b-pers'")),
+    "data: O mixed with entity tags": Case(data_check("a O B-PERS\n"), (":1:", "'O' mixed")),
+    "data: tab-separated score column": Case(data_check("a\tO\t0.97\n"), (":1:", "malformed tag '0.97'")),
+    "data: bare CR line ends": Case(data_check(b"a O\rb B-PERS\r"), (":1:", "carriage return")),
+    "data: CR inside a CRLF file": Case(data_check(b"a O\r\nb\rB-PERS\r\n"), (":2:", "carriage return")),
+    "data: BOM inside the file": Case(data_check("\ufeffa O\n\n\ufeffb O\n"), (":3:", "byte-order mark")),
+    "data: Windows-1256 text": Case(data_check("قال O\nمحمد B-PERS\n".encode("cp1256")), (":1:", "not UTF-8")),
+    "data: UTF-16 text": Case(data_check("a O\n".encode("utf-16")), (":1:", "not UTF-8")),
+    "data: gzip file": Case(data_check(gzip.compress(b"a O\n"), name="bad.txt.gz"), ("not UTF-8",)),
+    "data: empty file": Case(data_check(b""), ("empty file",)),
+    "data: blank lines only": Case(data_check("\n \n\t\n"), ("empty file",)),
+    "data: nested file given as flat": Case(data_check(NESTED_TWO_TAGS, "--task", "flat"),
+                                            (":2:", "flat file has 2 tags", "nested file?")),
+    "data: missing file": Case(plain("data", "check", "{tmp}/nowhere.txt", names="{tmp}/nowhere.txt"),
+                               ("no such file",)),
+    "data: a folder": Case(plain("data", "check", "{tmp}", names="{tmp}"), ("a folder, not a data file",)),
+
+    # -- run specs (nerlab train) --
+    "run: unknown top-level key": Case(train({"epochz": 3}), ("epochz: unknown key",)),
+    "run: unknown nested key": Case(train({"train": {"lrr": 1e-3}}), ("train.lrr: unknown key",)),
+    "run: wrong type": Case(train({"train": {"epochs": "many"}}), ("train.epochs: expected int", "'many'")),
+    "run: bool for int": Case(train({"train": {"batch_size": True}}), ("train.batch_size: expected int",)),
+    "run: list for mapping": Case(train({"model": ["tiny:2x32"]}), ("model: expected a mapping",)),
+    "run: NaN learning rate": Case(train({"train": {"lr": float("nan")}}), ("train.lr: expected a finite number",)),
+    "run: zero learning rate": Case(train({"train": {"lr": 0.0}}), ("train.lr must be > 0",)),
+    "run: negative loss weight": Case(train({"loss": {"preset": None, "weights": {"ce": -1.0, "dice": 1.0}}}),
+                                      ("loss.weights: loss weights must be finite and >= 0", "'ce': -1.0")),
+    "run: all-zero loss weights": Case(train({"loss": {"preset": None, "weights": {"ce": 0.0, "dice": 0.0}}}),
+                                       ("loss.weights: at least one loss weight must be > 0",)),
+    "run: unknown loss name": Case(train({"loss": {"preset": None, "weights": {"cee": 1.0}}}),
+                                   ("loss.weights: unknown loss name", "cee")),
+    "run: unknown loss preset": Case(train({"loss": {"preset": "fancy"}}), ("loss.preset: unknown loss preset 'fancy'",)),
+    "run: negative focal gamma": Case(train({"loss": {"focal_gamma": -2.0}}), ("loss.focal_gamma must be finite and >= 0",)),
+    "run: λ < 0": Case(train({"train": {"variance_penalty": -1.0}}), ("train.variance_penalty must be >= 0",)),
+    "run: λ infinite": Case(train({"train": {"variance_penalty": float("inf")}}),
+                            ("train.variance_penalty: expected a finite number",)),
+    "run: missing name": Case(train({"name": DELETE}), ("name: required key is missing",)),
+    "run: bad name": Case(train({"name": "my run/1"}), ("name", "letters, digits")),
+    "run: unknown task": Case(train({"task": "both"}), ("task must be one of flat, nested",)),
+    "run: bad precision": Case(train({"precision": "fp16"}), ("precision must be auto, fp32 or bf16",)),
+    "run: dropout out of range": Case(train({"model": {"dropout": 1.5}}), ("model.dropout must be in [0, 1)",)),
+    "run: zero workers": Case(train({"resources": {"workers": 0}}), ("resources.workers must be >= 1",)),
+    "run: missing data file": Case(train({"data": {"train": "nowhere/train.txt"}}), ("data.train:", "no such file")),
+    "run: data files and synth": Case(train({"data": {"synth": {"sentences": 100}}}), ("data:", "not both")),
+    "run: unknown PLM folder": Case(train({"model": {"plm": "./plms/nothing"}}),
+                                    ("model.plm:", "no such model folder")),
+    "run: PLM folder without config.json": Case(train({"model": {"plm": lambda t: plm_folder(t, "empty")}}),
+                                                ("model.plm:", "no config.json")),
+    "run: PLM folder with only a pickle": Case(train({"model": {"plm": lambda t: plm_folder(t, "pickle")}}),
+                                               ("model.plm:", "no safetensors weights", "pytorch_model.bin")),
+    "run: unknown PLM name": Case(train({"model": {"plm": "not a plm"}}), ("model.plm:", "unknown PLM 'not a plm'")),
+    "run: credentials in a wrong-typed URI": Case(
+        train({"tracking": {"tracking_uri": ["http://alice:s3cret@mlflow.example:5000"]}}),
+        ("tracking.tracking_uri: expected", "***@mlflow.example"), forbid=("s3cret", "alice")),
+    "run: malformed data line": Case(
+        train({"data": {"train": bad_data("a O\nb B-FOO\n")}}), ("bad/train.txt:2:", "unknown entity type 'FOO'"),
+        names_spec=False),
+    "run: nested data for a flat task": Case(
+        train({"task": "flat", "data": lambda t: {**data_files(t, "flat"), "val": bad_data(NESTED_TWO_TAGS, "bad/val.txt")(t)}}),
+        ("bad/val.txt:2:", "flat file has 2 tags"), names_spec=False),
+    "run: invalid YAML": Case(raw_spec(["train"], "name: x\ntrain: {epochs: 1\nmodel: {}\n"),
+                              ("not valid YAML",)),
+    "run: YAML python tag (safe loader)": Case(
+        raw_spec(["train"], "name: !!python/object/apply:os.system ['touch pwned']\n"),
+        (":1:", "not valid YAML", "constructor")),
+    "run: spec not UTF-8": Case(raw_spec(["train"], "name: قال\n".encode("cp1256")), ("not UTF-8",)),
+    "run: empty spec": Case(raw_spec(["train"], ""), ("empty spec",)),
+    "run: spec is a list": Case(raw_spec(["train"], "- a\n- b\n"), ("expected a mapping", "got list")),
+    "run: missing spec": Case(raw_spec(["train"], None), ("no such spec file",)),
+    "run: spec is a folder": Case(plain("train", "{tmp}", names="{tmp}"), ("a folder, not a spec file",)),
+
+    # -- study specs (nerlab study run) --
+    "study: empty PLM list": Case(study({"search": {"plm": []}}), ("search.plm: empty search space",)),
+    "study: empty loss list": Case(study({"search": {"loss": []}}), ("search.loss: empty search space",)),
+    "study: empty loss mapping": Case(study({"search": {"loss": {}}}), ("search.loss: empty search space",)),
+    "study: empty penalty list": Case(study({"search": {"variance_penalty": []}}),
+                                      ("search.variance_penalty: empty list",)),
+    "study: empty seeds": Case(study({"search": {"seeds": []}}), ("search.seeds",)),
+    "study: λ < 0 in a grid": Case(study({"search": {"variance_penalty": [0.0, -5.0]}}),
+                                   ("search.variance_penalty: λ must be >= 0",)),
+    "study: λ < 0 in a range": Case(study({"search": {"mode": "optuna", "variance_penalty": {"uniform": [-1, 5]}}}),
+                                    ("search.variance_penalty: bad range", "0 <= lo")),
+    "study: λ < 0 in shared train": Case(study({"train": {"variance_penalty": -1.0}}),
+                                         ("train.variance_penalty must be >= 0",)),
+    "study: negative loss weight": Case(study({"search": {"loss": {"mine": {"ce": -0.5, "dice": 1.0}}}}),
+                                        ("search.loss.mine:", ">= 0")),
+    "study: all-zero loss weights": Case(study({"search": {"loss": {"mine": {"ce": 0.0, "dice": 0.0}}}}),
+                                         ("search.loss.mine:", "at least one loss weight must be > 0")),
+    "study: all-zero loss weight ranges": Case(
+        study({"search": {"mode": "optuna", "loss_weights": {"ce": {"uniform": [0, 0]}, "dice": {"uniform": [0, 0]}}}}),
+        ("search.loss_weights:", "all loss weights are zero")),
+    "study: unknown loss in loss_weights": Case(
+        study({"search": {"mode": "optuna", "loss_weights": {"cee": {"uniform": [0, 1]}}}}),
+        ("search.loss_weights.cee: unknown loss",)),
+    "study: unknown loss preset": Case(study({"search": {"loss": ["ce", "fancy"]}}),
+                                       ("search.loss: unknown loss 'fancy'",)),
+    "study: unknown PLM folder": Case(study({"search": {"plm": ["tiny:2x32", "./plms/nothing"]}}),
+                                      ("search.plm[1]:", "no such model folder")),
+    "study: PLM folder with only a pickle": Case(study({"search": {"plm": [lambda t: plm_folder(t, "pickle")]}}),
+                                                 ("search.plm[0]:", "no safetensors weights")),
+    "study: unknown search key": Case(study({"search": {"plms": ["tiny:2x32"]}}), ("search.plms: unknown key",)),
+    "study: unknown mode": Case(study({"search": {"mode": "random"}}), ("search.mode must be 'grid' or 'optuna'",)),
+    "study: range in a grid": Case(study({"search": {"lr": {"uniform": [1e-5, 1e-3]}}}),
+                                   ("search.lr: ranges need mode: optuna",)),
+    "study: reversed range": Case(study({"search": {"mode": "optuna", "lr": {"log_uniform": [1e-3, 1e-5]}}}),
+                                  ("search.lr: bad range",)),
+    "study: zero samples": Case(study({"search": {"mode": "optuna", "num_samples": 0}}),
+                                ("search.num_samples must be >= 1",)),
+    "study: ASHA grace 0": Case(study({"scheduler": {"asha": {"grace_period": 0}}}), ("scheduler.asha: grace_period >= 1",)),
+    "study: malformed data line": Case(study({"data": {"val": bad_data("a O\nb I-\n", "bad/val.txt")}}),
+                                       ("bad/val.txt:2:", "need a type"), names_spec=False),
+    "study: missing spec": Case(raw_spec(["study", "run"], None), ("no such spec file",)),
+
+    # -- command lines --
+    "cli: no verb": Case(plain(), ("required: VERB",)),
+    "cli: unknown verb": Case(plain("frobnicate"), ("invalid choice: 'frobnicate'",)),
+    "cli: data without action": Case(plain("data"), ("required: ACTION",)),
+    "cli: train without spec": Case(plain("train"), ("required: spec", "nerlab train --help")),
+    "cli: --workers 0": Case(with_base_spec("--workers", "0"), ("--workers: must be >= 1, not 0",)),
+    "cli: --workers -2": Case(with_base_spec("--workers", "-2"), ("--workers: must be >= 1",)),
+    "cli: --workers two": Case(with_base_spec("--workers", "two"), ("--workers: invalid int value: 'two'",)),
+    "cli: --epochs 0": Case(with_base_spec("--epochs", "0"), ("--epochs: must be >= 1, not 0",)),
+    "cli: unknown option": Case(with_base_spec("--frobnicate"), ("unrecognized arguments: --frobnicate",)),
+    "cli: data check --task both": Case(lambda tmp: (data_check(GOOD_NESTED, "--task", "both")(tmp)[0], None),
+                                        ("argument --task: invalid choice: 'both'",)),
+    "cli: data synth too few sentences": Case(plain("data", "synth", "--out", "{tmp}/out", "--sentences", "5"),
+                                              ("--sentences must be at least 10",)),
+    "cli: plm tiny missing corpus": Case(plain("plm", "tiny", "--corpus", "{tmp}/nowhere.txt", "--out", "{tmp}/out",
+                                               names="{tmp}/nowhere.txt"), ("no such file (--corpus)",)),
+    "cli: plm tiny hidden not a multiple of heads": Case(
+        lambda tmp: (["plm", "tiny", "--corpus", str(write(tmp, "c.txt", GOOD_NESTED)), "--out", str(tmp / "out"),
+                      "--hidden", "10", "--heads", "3"], None), ("--hidden 10 must be a multiple of --heads 3",)),
+    "cli: plm tiny --layers 0": Case(plain("plm", "tiny", "--corpus", "x", "--out", "{tmp}/out", "--layers", "0"),
+                                     ("--layers: must be >= 1",)),
+    "cli: evaluate without --task": Case(evaluate(GOOD_NESTED, GOOD_NESTED, names=None), ("required: --task",)),
+    "cli: evaluate missing gold": Case(evaluate(None, GOOD_NESTED, "--task", "nested", names="gold"),
+                                       ("no such file",)),
+    "cli: evaluate nested predictions as flat": Case(evaluate(GOOD_FLAT, NESTED_TWO_TAGS, "--task", "flat"),
+                                                     (":2:", "flat file has 2 tags")),
+    "cli: evaluate sentence count differs": Case(evaluate(GOOD_NESTED, GOOD_NESTED.split("\n\n")[0] + "\n", "--task", "nested"),
+                                                 ("pred.txt: 1 sentences, but", "gold.txt has 2")),
+    "cli: evaluate tokens differ": Case(evaluate(GOOD_NESTED, GOOD_NESTED.replace("ذهب", "جاء"), "--task", "nested"),
+                                        ("pred.txt:7: sentence 2 has other tokens than", "gold.txt:7")),
+    "cli: study status of nothing": Case(plain("study", "status", "{tmp}/nowhere"), ("no study found",)),
+    "cli: study resume of nothing": Case(plain("study", "resume", "{tmp}/nowhere"), ("no study found",)),
+    "cli: ui without a store": Case(plain("ui", "{tmp}/nowhere"), ("no MLflow store found",)),
+    "cli: ui --port out of range": Case(plain("ui", "x", "--port", "70000"), ("--port: must be a port",)),
+}
+
+
+# ---- running a case in-process ------------------------------------------------------------------------------
+@pytest.fixture
+def tripwires(monkeypatch, tmp_path):
+    """No Ray, no MLflow server, no MLflow run: any of them means validation let bad input through."""
+    if ray.is_initialized():
+        pytest.skip("Ray already runs in this process; these cases check that nothing starts it")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # a default output folder (runs/<name>) would land here
+
+    def refuse(what):
+        def tripwire(*args, **kwargs):
+            raise AssertionError(f"bad input reached {what}")
+        return tripwire
+
+    monkeypatch.setattr(ray, "init", refuse("ray.init"))
+    monkeypatch.setattr(mlflow_server, "start", refuse("mlflow_server.start"))
+    monkeypatch.setattr(MlflowClient, "create_run", refuse("MlflowClient.create_run"))
+    monkeypatch.setattr(MlflowClient, "create_experiment", refuse("MlflowClient.create_experiment"))
+
+
+def assert_nothing_started(tmp: Path) -> None:
+    assert not ray.is_initialized()
+    assert not store(tmp).exists() and not store(tmp).parent.exists(), "the spec's MLflow store was created"
+    assert not list(tmp.rglob("*.db")), "an MLflow or Optuna store was created"
+    out = tmp / "out"
+    if out.exists():
+        left = sorted(p.name for p in out.iterdir())
+        assert not left, f"half-written output: {left}"
+    assert not [p for p in tmp.rglob("*") if p.name in HALF_WRITTEN]
+    assert not (tmp / "runs").exists()
+    assert not (tmp / "pwned").exists()
+
+
+def check_message(err: str, names: str | None, case: Case) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    line = lines[0]
+    assert line.startswith("nerlab: error: "), line
+    if names:
+        assert names in line, f"the message does not name {names}: {line}"
+    missing = [e for e in case.expect if e not in line]
+    assert not missing, f"{missing} not in: {line}"
+    leaked = [f for f in case.forbid if f in line]
+    assert not leaked, f"{leaked} leaked into: {line}"
+    return line
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_bad_input_exits_2_with_one_line_and_starts_nothing(case_id, tmp_path, tripwires, capsys) -> None:
+    case = CASES[case_id]
+    argv, names = case.argv(tmp_path)
+    names = names if case.names_spec else None
+    capsys.readouterr()
+
+    code = cli_main(argv)
+
+    captured = capsys.readouterr()
+    assert code == 2, f"exit code {code}; stderr: {captured.err}"
+    assert captured.out == ""
+    check_message(captured.err, names, case)
+    assert_nothing_started(tmp_path)
+
+
+def test_battery_size() -> None:
+    """The issue asks for at least 25 malformed inputs across data files, specs and command lines."""
+    kinds = {k.split(":")[0] for k in CASES}
+    assert len(CASES) >= 30 and kinds == {"data", "run", "study", "cli"}
+
+
+def test_base_specs_are_valid(tmp_path, tripwires) -> None:
+    """Each case breaks one thing in these specs, so they must themselves pass validation."""
+    from nerlab.models.wojood import WOJOOD_TYPES, read_file
+    from nerlab.platform.run_spec import load_run_spec
+    from nerlab.platform.study_spec import load_study_spec
+
+    run = load_run_spec(spec_file(tmp_path, base_run, {}))
+    assert run.model.plm == "tiny:2x32" and run.output == str(tmp_path / "out")
+    st = load_study_spec(spec_file(tmp_path, base_study, {}, "study-spec.yaml"))
+    assert st.search.plm == ("tiny:2x32",)
+    for task in ("nested", "flat"):
+        for f in data_files(tmp_path, task).values():
+            assert read_file(f, task=task, types=WOJOOD_TYPES)
+    assert_nothing_started(tmp_path)
+
+
+def test_crlf_bom_and_tab_separated_files_are_good_input(tmp_path, capsys) -> None:
+    """CRLF line ends, a leading BOM and tabs between columns are Wojood files like any other."""
+    path = write(tmp_path, "ok.txt", "\ufeffقال\tO\r\nمحمد B-PERS\r\n\r\nذهب O\r\n".encode("utf-8"))
+    assert cli_main(["data", "check", str(path)]) == 0
+    assert "2 sentences, 3 tokens, 1 mentions" in capsys.readouterr().out
+
+
+# ---- the real process: exit code, one line on stderr, no Ray processes ------------------------------------------
+SUBPROCESS_CASES = ["cli: unknown verb", "cli: --workers 0", "data: nested file given as flat",
+                    "run: negative loss weight", "run: malformed data line", "study: empty PLM list"]
+
+
+def ray_processes() -> dict[int, str]:
+    """pid -> command line of every raylet and gcs_server on the machine."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            comm = (proc / "comm").read_text().strip()
+            if comm in ("raylet", "gcs_server"):
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
+def test_bad_input_in_a_real_process(case_id, tmp_path) -> None:
+    case = CASES[case_id]
+    argv, names = case.argv(tmp_path)
+    names = names if case.names_spec else None
+    ray_tmp = tmp_path / "raytmp"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAY_TMPDIR=str(ray_tmp))
+    before = set(ray_processes())
+
+    proc = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    check_message(proc.stderr, names, case)
+    ours = {pid: cmd for pid, cmd in ray_processes().items() if pid not in before and str(ray_tmp) in cmd}
+    assert not ours, f"Ray processes started: {ours}"
+    assert not ray_tmp.exists(), "a Ray session folder was created"
+    assert_nothing_started(tmp_path)

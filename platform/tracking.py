@@ -58,13 +58,16 @@ def resolve_tracking(spec_uri: str | None, output: str | Path) -> tuple[str, str
 def redact(uri: str) -> str:
     """A URI without its password or token (never log credentials)."""
     parts = urlsplit(uri)
+    netloc = parts.netloc
     if parts.password or parts.username:
         host = parts.hostname or ""
         if parts.port:
             host += f":{parts.port}"
-        parts = parts._replace(netloc=f"***@{host}")
+        netloc = f"***@{host}"
     query = re.sub(r"(?i)((?:password|token|secret|key)=)[^&]*", r"\1***", parts.query)
-    return urlunsplit(parts._replace(query=query))
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # nothing to hide: unchanged (urlunsplit would turn sqlite:////abs into sqlite://abs)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -39,7 +39,9 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), str(path))  # nodes only: runs nothing
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -51,6 +53,21 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     return data
+
+
+def _refuse_duplicate_keys(node, source: str, path: str = "") -> None:
+    """YAML keeps the last of two equal keys silently; a spec that sets ``train.lr`` twice is an error."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise SpecError(f"{source}:{key_node.start_mark.line + 1}: {path}{key}: duplicate key")
+            seen.add(key)
+            _refuse_duplicate_keys(value, source, f"{path}{key}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            _refuse_duplicate_keys(value, source, f"{path.rstrip('.')}[{i}].")
 
 
 def _type_name(tp) -> str:

@@ -264,6 +264,8 @@ CASES: dict[str, Case] = {
     "run: YAML python tag (safe loader)": Case(
         raw_spec(["train"], "name: !!python/object/apply:os.system ['touch pwned']\n"),
         (":1:", "not valid YAML", "constructor")),
+    "run: duplicate key": Case(raw_spec(["train"], "name: x\ntrain:\n  lr: 0.01\n  epochs: 2\n  lr: 0.1\n"),
+                               (":5: train.lr: duplicate key",)),
     "run: spec not UTF-8": Case(raw_spec(["train"], "name: قال\n".encode("cp1256")), ("not UTF-8",)),
     "run: empty spec": Case(raw_spec(["train"], ""), ("empty spec",)),
     "run: spec is a list": Case(raw_spec(["train"], "- a\n- b\n"), ("expected a mapping", "got list")),

@@ -109,10 +109,25 @@ class Resources:
             raise ValueError(f"cpus_per_worker must be > 0, not {self.cpus_per_worker}")
 
 
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
 @dataclass(frozen=True)
 class Tracking:
     experiment: str | None = None  # default: the run or study name
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else SQLite under the output folder
+
+    def __post_init__(self) -> None:
+        uri = self.tracking_uri
+        if uri is None or "://" not in uri:  # unset, or a bare path: a SQLite file there
+            return
+        scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+        if scheme == "file":
+            raise ValueError("tracking_uri: MLflow 3's file store is refused: give sqlite:///ABSOLUTE/PATH.db "
+                             "or a tracking server URL")
+        if scheme not in TRACKING_SCHEMES:
+            raise ValueError(f"tracking_uri: unknown scheme {scheme + '://'!r} (allowed: "
+                             f"{', '.join(TRACKING_SCHEMES)})")
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,10 @@ CASES: dict[str, Case] = {
     "run: credentials in a wrong-typed URI": Case(
         train({"tracking": {"tracking_uri": ["http://alice:s3cret@mlflow.example:5000"]}}),
         ("tracking.tracking_uri: expected", "***@mlflow.example"), forbid=("s3cret", "alice")),
+    "run: file-store tracking URI": Case(train({"tracking": {"tracking_uri": lambda t: (t / "mlruns").as_uri()}}),
+                                         ("tracking.tracking_uri: MLflow 3's file store is refused",)),
+    "run: unknown tracking URI scheme": Case(train({"tracking": {"tracking_uri": "mongodb://db:27017/mlflow"}}),
+                                             ("tracking.tracking_uri: unknown scheme 'mongodb://'",)),
     "run: malformed data line": Case(
         train({"data": {"train": bad_data("a O\nb B-FOO\n")}}), ("bad/train.txt:2:", "unknown entity type 'FOO'"),
         names_spec=False),

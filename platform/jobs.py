@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,16 +36,31 @@ class JobResult:
 
 
 def connect_ray(address: str | None = None, **kwargs) -> None:
-    """Join the named cluster (or RAY_ADDRESS); else start a local Ray with this machine's CPUs/GPUs."""
+    """Join the named cluster (or RAY_ADDRESS); else start a local Ray with this machine's CPUs/GPUs.
+
+    A local Ray gets its dashboard on 127.0.0.1 at a free port. The dashboard serves Ray's state API,
+    which Train's placement-group cleaner asks whether a controller is still alive (a trial stopped by
+    ASHA, a killed driver). RAY_API_SERVER_ADDRESS, inherited by every local Ray process, points those
+    queries at this instance even when other Ray instances run on the machine.
+    """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    runtime_env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}}
+    env = {"RAY_TRAIN_V2_ENABLED": "1"}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **kwargs)
-    else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, **kwargs)
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, **kwargs)
+        return
+    port = kwargs.pop("dashboard_port", None) or free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": env}, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def use_gpu(spec: RunSpec) -> bool:

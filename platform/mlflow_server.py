@@ -30,7 +30,9 @@ def start(store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", po
     if artifacts_uri:
         cmd += ["--artifacts-destination", artifacts_uri]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    # MLflow's job runner (GenAI evaluation jobs, four huey consumer processes) is of no use here.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from nerlab.losses import LossSpec, combined, multitask_loss
-from nerlab.models.encoding import Window, bucketed_batches, iter_batches
+from nerlab.models.encoding import Window, bucketed_batches, eval_batches, iter_batches
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.scoring import Report, score
 from nerlab.models.wojood import Sentence
@@ -99,7 +99,9 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
                 ) -> EpochStats:
     """One pass over ``batches``; returns mean loss, mean penalty and mean per-task losses."""
     model.train()
-    stats, task_sum = EpochStats(), None
+    stats = EpochStats()
+    # Sums stay on the device: reading a loss back every step would stall a GPU's queue.
+    loss_sum = penalty_sum = task_sum = None
     start = time.perf_counter()
     for batch in batches:
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -113,8 +115,8 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
         sched.step()
         detached = losses.detach()
         task_sum = detached if task_sum is None else task_sum + detached
-        stats.loss += float(total.detach())
-        stats.penalty += float(penalty.detach())
+        loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()
+        penalty_sum = penalty.detach() if penalty_sum is None else penalty_sum + penalty.detach()
         stats.steps += 1
         stats.tokens += int(batch["attention_mask"].sum())
         if step_hook:
@@ -123,10 +125,28 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
         torch.cuda.synchronize(device)
     stats.seconds = time.perf_counter() - start
     if stats.steps:
-        stats.loss /= stats.steps
-        stats.penalty /= stats.steps
+        stats.loss = float(loss_sum) / stats.steps
+        stats.penalty = float(penalty_sum) / stats.steps
         stats.task_losses = (task_sum / stats.steps).tolist()
     return stats
+
+
+@torch.no_grad()
+def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, loss: LossSpec, cfg: TrainConfig,
+             device: torch.device, autocast_dtype=None) -> tuple[float, int]:
+    """Summed multi-task loss (penalty included, as trained) over the windows' batches, and the batch count.
+
+    The validation loss is sum / count; ranks holding shards add both before dividing."""
+    model.eval()
+    total_sum, n = torch.zeros((), device=device), 0
+    lengths = [len(w) for w in windows]
+    n_heads = model.schema.num_heads
+    for _, batch in iter_batches(windows, eval_batches(lengths, batch_size), pad_id, n_heads):
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            losses = task_losses(model, batch, loss, device)
+        total_sum += multitask_loss(losses.float(), cfg.variance_penalty)[0]
+        n += 1
+    return float(total_sum), n
 
 
 def evaluate(model, sentences: Sequence[Sentence], windows: Sequence[Window], task: str, batch_size: int,
@@ -139,26 +159,32 @@ def evaluate(model, sentences: Sequence[Sentence], windows: Sequence[Window], ta
 def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sentence], val: Sequence[Window],
         cfg: TrainConfig, loss: LossSpec, task: str, device: str | torch.device = "cpu",
         log: Callable[[int, EpochStats, Report], None] | None = None) -> list[dict]:
-    """Single-process training with early stopping on validation F1; restores the best weights."""
+    """Single-process training with early stopping on ``cfg.select_by``; restores the best epoch's weights."""
     device = torch.device(device)
     seed_everything(cfg.seed)
     model.to(device)
+    pad = tokenizer.pad_token_id
     lengths = [len(w) for w in train]
     steps = sum(len(bucketed_batches(lengths, cfg.batch_size, cfg.seed + e, cfg.bucket_batches))
                 for e in range(cfg.epochs))
     opt, sched = make_optimizer(model, cfg, steps)
-    history, best_f1, best_state, bad = [], -1.0, None, 0
+    history, best_score, best_state, bad = [], -math.inf, None, 0
     for epoch in range(cfg.epochs):
         order = bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches)
-        batches = (b for _, b in iter_batches(train, order, tokenizer.pad_token_id, model.schema.num_heads))
+        batches = (b for _, b in iter_batches(train, order, pad, model.schema.num_heads))
         stats = train_epoch(model, batches, opt, sched, loss, cfg, device)
-        report, _ = evaluate(model, val_sentences, val, task, cfg.batch_size * 2, tokenizer.pad_token_id, device)
-        history.append({"epoch": epoch, "loss": stats.loss, "val_f1": report.micro.f1,
-                        "tokens_per_second": stats.tokens_per_second})
+        report, _ = evaluate(model, val_sentences, val, task, cfg.batch_size * 2, pad, device)
+        entry = {"epoch": epoch, "loss": stats.loss, "val_f1": report.micro.f1,
+                 "tokens_per_second": stats.tokens_per_second}
+        if cfg.select_by == "val_loss":
+            total, n = loss_sum(model, val, cfg.batch_size * 2, pad, loss, cfg, device)
+            entry["val_loss"] = total / max(n, 1)
+        history.append(entry)
         if log:
             log(epoch, stats, report)
-        if report.micro.f1 > best_f1:
-            best_f1, bad = report.micro.f1, 0
+        value = report.micro.f1 if cfg.select_by == "val_f1" else -entry["val_loss"]
+        if value > best_score:
+            best_score, bad = value, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1

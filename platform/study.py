@@ -26,6 +26,7 @@ from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec, load_study_spec
 from nerlab.platform.typed import SpecError, from_dict
 
 METRIC = "val_micro_f1"
+SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
 STUDY_FILE = "study.yaml"
 STUDY_TAG, TRIAL_TAG, PARENT_TAG = "nerlab.study", "nerlab.trial", "nerlab.study_run"
 
@@ -79,36 +80,55 @@ def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec
 
 
 # ---- the trial driver (runs inside Tune) ---------------------------------------------------------------
-def trial_driver(config: dict) -> None:
-    ctx = config["_study"]
+def trial_driver(config: dict, ctx: dict) -> None:
     spec = from_dict(StudySpec, ctx["spec"], "study")
     trial_id = tune.get_context().get_trial_id()
-    point = {k: v for k, v in config.items() if k != "_study"}
+    point = dict(config)
     run, loss_name = trial_run_spec(spec, point, trial_id)
     inputs = Inputs(**{**ctx["data"], "plm": ctx["plms"][point["plm"]]})
     tags = {"study": spec.name, "trial": trial_id, "loss": loss_name, "plm": point["plm"]}
-    client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", ctx["tracking_uri"], None,
+    uri = _tracking_uri(ctx)
+    client = T.MlflowClient(uri)
+    done = T.find_run(client, T.ensure_experiment(client, ctx["experiment"], None), TRIAL_TAG, trial_id)
+    if done is not None and done.info.status == "FINISHED" and "best/" + T.VAL_F1 in done.data.metrics:
+        # Finished before the driver died, but Tune had not recorded it: report it, do not train again.
+        m = done.data.metrics
+        tune.report({"epoch": int(m.get(T.BEST_EPOCH, 0)), "best_epoch": int(m.get(T.BEST_EPOCH, 0)),
+                     METRIC: m["best/" + T.VAL_F1], "test_micro_f1": m.get(T.TEST_F1, -1.0), "final": True})
+        return
+    client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None,
                              ctx["experiment"], parent_run_id=ctx["parent_run_id"],
                              extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags})
     T.log_params(client, mlrun.info.run_id, {"trial": point})
-    result = run_job(run, inputs, ctx["tracking_uri"], mlrun.info.run_id, ctx["storage"],
+    result = run_job(run, inputs, uri, mlrun.info.run_id, ctx["storage"],
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
     finish_job(client, mlrun.info.run_id, result, model_dest=None)
 
 
-class CloseTrialRuns(tune.Callback):
-    """Tune stops weak trials from outside (ASHA): close their MLflow runs, marked as stopped early."""
+def _tracking_uri(ctx: dict) -> str:
+    """The study's tracking URI as of now. A local server gets a new port each time the driver starts, and
+    a restored Tune experiment may hand trials the context of the first start: the URL file is current."""
+    url_file = Path(ctx["output"]) / SERVER_URL_FILE
+    return url_file.read_text().strip() if ctx["local_server"] else ctx["tracking_uri"]
 
-    def __init__(self, tracking_uri: str, experiment_id: str):
-        self.uri, self.experiment_id = tracking_uri, experiment_id
+
+class CloseTrialRuns(tune.Callback):
+    """Tune stops weak trials from outside (ASHA): close their MLflow runs, marked as stopped early.
+
+    A restored Tune experiment brings back this callback as pickled at the first start: the tracking URI
+    is looked up at each call, like the trials do."""
+
+    def __init__(self, ctx: dict, experiment_id: str):
+        self.where = {k: ctx[k] for k in ("output", "local_server", "tracking_uri")}
+        self.experiment_id = experiment_id
 
     def _close(self, trial, status: str) -> None:
-        client = T.MlflowClient(self.uri)
+        client = T.MlflowClient(_tracking_uri(self.where))
         run = T.find_run(client, self.experiment_id, TRIAL_TAG, trial.trial_id)
         if run is None or run.info.status != "RUNNING":
             return
         last = trial.last_result or {}
-        if status == "FINISHED" and not last.get("done", False):
+        if status == "FINISHED" and not last.get("final", False):
             client.set_tag(run.info.run_id, "nerlab.stopped_early", "true")
         client.set_terminated(run.info.run_id, status=status)
 
@@ -144,8 +164,10 @@ def _searcher(spec: StudySpec, out: Path):
 
 def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool) -> tune.Tuner:
     r = spec.resources
-    trainable = tune.with_resources(trial_driver, {"CPU": r.trial_cpus})
-    space = {**param_space(spec), "_study": ctx}
+    # The study's context (paths, tracking URI, parent run) travels beside the search space, not in it:
+    # Tune shows and records only the trial's own point.
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": r.trial_cpus})
+    space = param_space(spec)
     path = out / "tune" / spec.name
     if restore:
         return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_errored=True)
@@ -172,14 +194,15 @@ def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool
 def run_study(spec: StudySpec, resume: bool = False) -> dict:
     """Run (or resume) a study to the end; returns a summary with the leaderboard's best row."""
     out = Path(spec.output)
+    ctx = _prepare_inputs(spec)  # bad data or PLMs fail here, before the output folder exists
     out.mkdir(parents=True, exist_ok=True)
-    ctx = _prepare_inputs(spec)
     (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
     store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
     with ExitStack() as stack:
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
             uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
+            (out / SERVER_URL_FILE).write_text(uri + "\n")
         client = T.MlflowClient(uri)
         exp_id = T.ensure_experiment(client, spec.tracking.experiment or spec.name, artifacts)
         parent, created = T.find_or_create_run(client, exp_id, PARENT_TAG, spec.name, run_name=spec.name,
@@ -187,10 +210,11 @@ def run_study(spec: StudySpec, resume: bool = False) -> dict:
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), "config")
-        ctx.update(spec=spec.to_dict(), tracking_uri=uri, experiment=spec.tracking.experiment or spec.name,
+        ctx.update(spec=spec.to_dict(), tracking_uri=uri, output=str(out), local_server=uri != store_uri,
+                   experiment=spec.tracking.experiment or spec.name,
                    parent_run_id=parent.info.run_id, storage=str(out / "ray-train"))
         connect_ray(spec.ray_address)
-        callbacks = [CloseTrialRuns(uri, exp_id)]
+        callbacks = [CloseTrialRuns(ctx, exp_id)]
         restore = resume and tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:
             results = _tuner(spec, ctx, out, callbacks, restore).fit()

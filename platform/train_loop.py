@@ -19,20 +19,20 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file, save_model
-from transformers import AutoTokenizer
 
 from nerlab.models.encoding import WordPieces, bucketed_batches, encode, iter_batches, shard
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report, score
-from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
-from nerlab.models.training import make_optimizer, seed_everything, train_epoch
+from nerlab.models.tagger import MultiTaskTagger, TaggerConfig, load_tokenizer
+from nerlab.models.training import loss_sum, make_optimizer, seed_everything, train_epoch
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.typed import from_dict
 
 STATE_FILE = "state.json"
+FINAL_FILE = "final.json"  # in the last checkpoint only: the job is done, these are its final metrics
 _CACHE: dict = {}  # per worker process: read + encoded corpora, keyed by file, tokenizer and length
 
 
@@ -100,6 +100,16 @@ def _gather_eval(model, sentences, windows, task: str, batch_size: int, pad_id: 
     return score(sentences, pred, task), pred
 
 
+def _gather_loss(model, windows, cfg, loss_spec, pad_id: int, device, dtype) -> float:
+    """Validation loss over the whole set: every rank sums windows[rank::world], the sums are added."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    total, n = loss_sum(model, windows[rank::world], cfg.batch_size * 2, pad_id, loss_spec, cfg, device, dtype)
+    sums = torch.tensor([total, n], dtype=torch.float64, device=device)  # NCCL reduces only GPU tensors
+    if world > 1:
+        dist.all_reduce(sums)
+    return float(sums[0] / sums[1].clamp(min=1))
+
+
 def _save_checkpoint(folder: Path, model, opt, sched, state: LoopState, best: dict | None) -> None:
     save_model(model, str(folder / "model.safetensors"))
     if best is not None:
@@ -156,6 +166,13 @@ class RankZeroLog:
 
 def train_fn_per_worker(config: dict) -> None:
     job = Job.from_config(config)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            final = Path(d) / FINAL_FILE
+            if final.is_file():  # the job had finished (its driver died before hearing so): report it again
+                ray.train.report(json.loads(final.read_text()))
+                return
     spec, cfg = job.spec, job.spec.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -163,7 +180,7 @@ def train_fn_per_worker(config: dict) -> None:
     dtype = _autocast_dtype(spec.precision, device)
     seed_everything(cfg.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
 
-    tokenizer = AutoTokenizer.from_pretrained(job.plm)
+    tokenizer = load_tokenizer(job.plm, spec.model.trust_remote_code)
     schema = LabelSchema.wojood(spec.task)
     train_s, train_w = _corpus(job.train, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     val_s, val_w = _corpus(job.val, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
@@ -175,7 +192,6 @@ def train_fn_per_worker(config: dict) -> None:
                                 rank, world, even=True))
     opt, sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     state, best = LoopState(), None
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state, best = _load_checkpoint(Path(d), model, opt, sched, device)
@@ -201,12 +217,14 @@ def train_fn_per_worker(config: dict) -> None:
         batches = (b for _, b in iter_batches(train_w, order, pad, schema.num_heads))
         lr = sched.get_last_lr()[0]
         stats = train_epoch(ddp, batches, opt, sched, loss_spec, cfg, device, dtype)
-        tokens = torch.tensor([stats.tokens], dtype=torch.float64)
+        tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(tokens)
         report, _ = _gather_eval(model, val_s, val_w, spec.task, cfg.batch_size * 2, pad, device, dtype)
         entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
-        value = report.micro.f1 if cfg.select_by == "val_f1" else -stats.loss
+        if cfg.select_by == "val_loss":  # as the seed did: the loss it trains on, over the whole validation set
+            entry["metrics"][T.VAL_LOSS] = _gather_loss(model, val_w, cfg, loss_spec, pad, device, dtype)
+        value = report.micro.f1 if cfg.select_by == "val_f1" else -entry["metrics"][T.VAL_LOSS]
         if value > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = value, epoch, 0
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -224,7 +242,7 @@ def train_fn_per_worker(config: dict) -> None:
 def _report_epoch(rank, entry, state: LoopState, model, opt, sched, best) -> None:
     """Checkpoint (rank 0 writes) and report; every rank reports once per epoch."""
     metrics = {"epoch": entry["epoch"], "val_micro_f1": entry["metrics"][T.VAL_F1],
-               "train_loss": entry["metrics"][T.TRAIN_LOSS], "done": False}
+               "train_loss": entry["metrics"][T.TRAIN_LOSS], "final": False}
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
@@ -245,7 +263,7 @@ def _finish(job: Job, rank, model, tokenizer, best, state: LoopState, val_s, val
         test_s, test_w = _corpus(job.test, spec.task, tokenizer, job.plm, model.schema, spec.model.max_length)
         test_report, test_pred = _gather_eval(model, test_s, test_w, spec.task, bs, pad, device, dtype)
     final = {"epoch": state.epoch, "best_epoch": state.best_epoch, "val_micro_f1": val_report.micro.f1,
-             "test_micro_f1": test_report.micro.f1 if test_report else -1.0, "done": True}
+             "test_micro_f1": test_report.micro.f1 if test_report else -1.0, "final": True}
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
@@ -261,6 +279,7 @@ def _finish(job: Job, rank, model, tokenizer, best, state: LoopState, val_s, val
                 log.artifacts(out / sub, sub)
             log.tb.close()
             log.artifacts(tb_root, "tensorboard")
+            (out / FINAL_FILE).write_text(json.dumps(final))
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(final, checkpoint=ckpt)
 

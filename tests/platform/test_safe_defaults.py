@@ -317,9 +317,6 @@ def test_train_loop_passes_the_specs_trust_remote_code_to_the_model() -> None:
         assert any(a.endswith("model.trust_remote_code") for a in args), ast.unparse(c)
 
 
-@pytest.mark.xfail(strict=True, reason="platform/train_loop.py loads the PLM's tokenizer with "
-                   "AutoTokenizer.from_pretrained(job.plm): the spec's trust_remote_code does not reach it "
-                   "(use nerlab.models.tagger.load_tokenizer(job.plm, spec.model.trust_remote_code))")
 def test_train_loop_passes_the_specs_trust_remote_code_to_the_tokenizer() -> None:
     loads = [c for c in _train_loop_calls()
              if dotted(c.func) in ("AutoTokenizer.from_pretrained", "load_tokenizer")]

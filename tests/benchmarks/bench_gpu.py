@@ -1,0 +1,209 @@
+"""GPU benchmark: training tokens/s of a bert-base-sized tagger, bf16 autocast vs fp32, and its MFU.
+
+One plain process on one GPU (an H100 or H200), no hub and no data files: a randomly initialised BERT with
+``BertConfig`` defaults (12 layers, hidden 768, 12 heads, intermediate 3072) and a 64,000-piece
+vocabulary (ARBERTv2-sized) under the 21-head multi-task tagger, trained with the unified loss
+(0.4 CE + 0.2 Dice + 0.2 Tversky + 0.2 Focal) and the variance penalty (lambda 5) on synthetic token ids.
+Sentence lengths are drawn log-normally, median 32 and clipped to 20..200 sub-words (the Wojood sample
+averages 28 sub-words per sentence with [CLS]/[SEP], up to 320 for its longest), and batched by length as
+the real loop does. The timed loop is ``nerlab.models.training.train_epoch`` itself: collation,
+host-to-device copies, clipping, AdamW and the schedule all count.
+
+fp32 runs with TF32 off, as the seed's loop did; bf16 runs under ``torch.autocast``. MFU is
+6 * N * tokens/s over the GPU's dense bf16 peak, N being the parameters that do matrix work per token
+(the encoder layers and heads; the 49M-parameter embedding table is a lookup, so it is left out; the
+JSON also gives the figure with all parameters). Peaks assumed (dense, no sparsity): H100/H200 SXM 989,
+H100 NVL 835, H100 PCIe 756, A100 312 TFLOP/s; ``--peak-tflops`` overrides.
+
+Usage: ``python tests/benchmarks/bench_gpu.py [--json PATH] [--batch-sizes 16 64] [--steps 100]``;
+``--smoke`` runs a tiny config on the CPU in seconds (checks the script, measures nothing useful).
+Without a CUDA device and without ``--smoke`` it exits with status 2 and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PEAK_BF16_TFLOPS = (  # dense; first match on the device name wins
+    ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+    ("A100", 312.0),
+)
+VOCAB = 64_000  # ARBERTv2-ish
+MIN_LEN, MAX_LEN, MEDIAN_LEN = 20, 200, 32
+
+
+@dataclass(frozen=True)
+class Config:
+    layers: int = 12
+    hidden: int = 768
+    heads: int = 12
+    vocab: int = VOCAB
+    batch_sizes: tuple[int, ...] = (16, 64)
+    warmup_steps: int = 20
+    steps: int = 100
+    variance_penalty: float = 5.0
+    seed: int = 3407
+
+
+SMOKE = Config(layers=2, hidden=64, heads=2, vocab=1000, batch_sizes=(8,), warmup_steps=2, steps=4)
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name), None)
+
+
+def synthetic_windows(n: int, cfg: Config, schema, rng: np.random.Generator):
+    """Windows shaped like encoded Wojood sentences: [CLS] pieces [SEP], about 2 pieces per 3 words."""
+    from nerlab.models.encoding import Window
+
+    lengths = np.clip(np.round(rng.lognormal(math.log(MEDIAN_LEN), 0.6, n)), MIN_LEN, MAX_LEN).astype(int)
+    windows = []
+    for i, length in enumerate(lengths):
+        ids = rng.integers(5, cfg.vocab, length)
+        ids[0], ids[-1] = 2, 3  # [CLS], [SEP] in the tiny PLMs' vocabulary order
+        first_pieces = np.flatnonzero(rng.random(length - 2) < 0.67) + 1  # labelled first sub-words
+        first_pieces = first_pieces if len(first_pieces) else np.array([1])
+        # Mostly O, as in Wojood: ~8% of tokens start or continue an entity of a given head's type.
+        heads = rng.choice(3, size=(len(first_pieces), schema.num_heads), p=[0.92, 0.04, 0.04]).astype(np.int8)
+        windows.append(Window(i, ids.astype(np.int64), first_pieces.astype(np.int64),
+                              np.arange(len(first_pieces)), heads, np.zeros(len(first_pieces), np.int16)))
+    return windows
+
+
+def build_model(cfg: Config, device: torch.device):
+    from transformers import BertConfig, BertModel
+
+    from nerlab.models.schema import LabelSchema
+    from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
+
+    torch.manual_seed(cfg.seed)
+    bert = BertConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                      num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden, pad_token_id=0)
+    model = MultiTaskTagger(BertModel(bert, add_pooling_layer=False), LabelSchema.wojood("nested"),
+                            TaggerConfig(plm="random-bert", dropout=0.1))
+    return model.to(device)
+
+
+def param_counts(model) -> tuple[int, int]:
+    """(all parameters, parameters that do matrix work per token: all but the embedding tables)."""
+    total = sum(p.numel() for p in model.parameters())
+    embeddings = sum(p.numel() for p in model.encoder.embeddings.parameters())
+    return total, total - embeddings
+
+
+def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dtype | None) -> dict:
+    """Warm up, then time ``cfg.steps`` steps of the real training loop; tokens are non-padding sub-words."""
+    from nerlab.losses import PRESETS, LossSpec
+    from nerlab.models.encoding import bucketed_batches, iter_batches
+    from nerlab.models.training import TrainConfig, make_optimizer, train_epoch
+
+    model = build_model(cfg, device)
+    rng = np.random.default_rng(cfg.seed)
+    windows = synthetic_windows(batch_size * (cfg.warmup_steps + cfg.steps), cfg, model.schema, rng)
+    order = bucketed_batches([len(w) for w in windows], batch_size, cfg.seed)
+    train_cfg = TrainConfig(batch_size=batch_size, variance_penalty=cfg.variance_penalty, seed=cfg.seed)
+    opt, sched = make_optimizer(model, train_cfg, len(order))
+    loss = LossSpec(weights=dict(PRESETS["unified"]))
+
+    def run(batches):
+        return train_epoch(model, (b for _, b in iter_batches(windows, batches, 0, model.schema.num_heads)),
+                           opt, sched, loss, train_cfg, device, dtype)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run(order[:cfg.warmup_steps])  # kernels chosen, allocator warm
+    stats = run(order[cfg.warmup_steps:])
+    total, dense = param_counts(model)
+    tokens_per_s = stats.tokens / stats.seconds
+    return {
+        "precision": "bf16" if dtype is torch.bfloat16 else "fp32", "batch_size": batch_size,
+        "steps": stats.steps, "tokens": stats.tokens, "seconds": stats.seconds, "tokens_per_s": tokens_per_s,
+        "loss": stats.loss, "params": total, "dense_params": dense,
+        "model_tflops": 6 * dense * tokens_per_s / 1e12,
+        "model_tflops_all_params": 6 * total * tokens_per_s / 1e12,
+        "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+
+
+def run(cfg: Config, device: torch.device, peak: float | None) -> dict:
+    # fp32 means true fp32 (the seed's loop); the bf16 runs keep the same setting for what stays in fp32.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    for batch_size in cfg.batch_sizes:
+        for dtype in (torch.bfloat16, None):
+            row = measure(cfg, device, batch_size, dtype)
+            if peak:
+                row["mfu"] = row["model_tflops"] / peak
+                row["mfu_all_params"] = row["model_tflops_all_params"] / peak
+            rows.append(row)
+    by = {(r["batch_size"], r["precision"]): r["tokens_per_s"] for r in rows}
+    speedup = {str(b): by[(b, "bf16")] / by[(b, "fp32")] for b in cfg.batch_sizes}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"device": name, "peak_bf16_tflops": peak, "config": asdict(cfg), "torch": torch.__version__,
+            "rows": rows, "bf16_speedup": speedup}
+
+
+def table(r: dict) -> str:
+    peak = f"{r['peak_bf16_tflops']:.0f} TFLOP/s bf16 dense" if r["peak_bf16_tflops"] else "unknown (no MFU)"
+    c, first = r["config"], r["rows"][0]
+    lines = [f"{r['device']}, peak assumed {peak}; {c['layers']}x{c['hidden']} BERT, vocab {c['vocab']}, "
+             f"{first['params'] / 1e6:.1f}M params ({first['dense_params'] / 1e6:.1f}M non-embedding); "
+             f"{c['steps']} timed steps after {c['warmup_steps']}",
+             f"{'precision':<9} {'batch':>5} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'mem GiB':>8}"]
+    for row in r["rows"]:
+        mfu = f"{row['mfu']:.1%}" if "mfu" in row else "n/a"
+        mem = f"{row['max_memory_gib']:.1f}" if row["max_memory_gib"] is not None else "n/a"
+        lines.append(f"{row['precision']:<9} {row['batch_size']:>5} {row['tokens_per_s']:>10.0f} "
+                     f"{row['model_tflops']:>8.1f} {mfu:>6} {mem:>8}")
+    speedups = ", ".join(f"batch {b}: {s:.2f}x" for b, s in r["bf16_speedup"].items())
+    lines.append(f"bf16 / fp32 tokens/s: {speedups}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny config on the CPU: checks that the script runs")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 16 (the seed's) and 64")
+    p.add_argument("--steps", type=int, help="timed steps per measurement (default 100)")
+    p.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if not H100/H200/A100")
+    args = p.parse_args(argv)
+    cfg = SMOKE if args.smoke else Config()
+    if args.batch_sizes:
+        cfg = Config(**{**asdict(cfg), "batch_sizes": tuple(args.batch_sizes)})
+    if args.steps:
+        cfg = Config(**{**asdict(cfg), "steps": args.steps})
+    if args.smoke:
+        device = torch.device("cpu")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", 0)
+    else:
+        print("bench_gpu: no CUDA device: this benchmark needs one GPU (an H100 or H200); "
+              "use --smoke for a CPU check of the script", file=sys.stderr)
+        return 2
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops or peak_tflops(name)
+    if device.type == "cuda" and peak is None:
+        print(f"bench_gpu: unknown peak for {name}: give --peak-tflops for MFU",
+              file=sys.stderr)
+    start = time.perf_counter()
+    results = run(cfg, device, peak)
+    results["wall_s"] = time.perf_counter() - start
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""A training job end to end on a real local Ray and a real MLflow SQLite store.
+
+Tiny synthetic data and a tiny BERT keep every job to seconds; one Ray instance (2 CPUs, no dashboard)
+serves the whole module. The bad-spec tests come first on purpose: they check that nothing starts Ray,
+which only a process without Ray yet can show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from nerlab.models.scoring import score
+from nerlab.models.wojood import WOJOOD_TYPES, nested_spans, read_file
+from nerlab.platform.cli import main as cli_main
+from nerlab.platform.jobs import JobResult, connect_ray, train
+from nerlab.platform.run_spec import RunSpec, load_run_spec
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 6  # enough that a worker killed after epoch 1 dies mid-run
+EPOCH_METRICS = ["train/loss", "train/variance_penalty", "val/micro_f1", "train/lr", "train/tokens_per_second"]
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_spec(folder: Path, name: str, **changes) -> Path:
+    """A tiny job's spec (300 synthetic sentences, a 2x32 BERT, 2 workers of half a CPU) as YAML.
+
+    The large learning rate gets the random tiny encoder to a non-zero F1 within an epoch or two, so
+    that comparing scores means something.
+    """
+    spec = {
+        "name": name, "task": "nested",
+        "data": {"synth": {"sentences": 300, "seed": 0}},
+        "model": {"plm": "tiny:2x32", "max_length": 64},
+        "loss": {"preset": "unified"},
+        "train": {"epochs": EPOCHS, "batch_size": 8, "lr": 1.0e-2, "variance_penalty": 5.0, "seed": 3407},
+        "resources": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 2},
+        "output": str(folder / "out"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(spec, changes), allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+def spec_from_dict(data: dict) -> RunSpec:
+    from nerlab.platform.typed import from_dict
+
+    return from_dict(RunSpec, data, "resolved_spec.yaml")
+
+
+def gold_types(path: str) -> set[str]:
+    return {typ for s in read_file(path, task="nested") for typ, _, _ in nested_spans(s)}
+
+
+def train_worker_pids(state: str) -> dict[str, int]:
+    """Ray Train worker actors (actor id -> pid) in ``state``, read from the GCS actor table.
+
+    Read straight from the GCS of the Ray instance this process joined, so that no other Ray instance on
+    the machine (and no dashboard) is involved.
+    """
+    from ray._private.state import actors
+
+    return {aid: a["Pid"] for aid, a in actors().items()
+            if "RayTrainWorker" in a["ActorClassName"] and a["State"] == state}
+
+
+# ---- bad specs: exit 2, one line naming file and key, nothing started --------------------------------------
+BAD_SPECS = {
+    "unknown key": ({"train": {"lrr": 1e-3}}, ["train.lrr", "unknown key"]),
+    "wrong type": ({"train": {"epochs": "many"}}, ["train.epochs", "expected int"]),
+    "missing data file": ({"data": {"synth": None, "train": "nowhere/train.txt", "val": "nowhere/val.txt"}},
+                          ["data.train", "no such file"]),
+    "unknown plm": ({"model": {"plm": "not a plm"}}, ["model.plm", "not a plm"]),
+    "negative penalty": ({"train": {"variance_penalty": -1.0}}, ["train", "variance_penalty", ">= 0"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_bad_spec_exits_2_before_starting_anything(case, tmp_path, capsys) -> None:
+    changes, expected = BAD_SPECS[case]
+    path = write_spec(tmp_path, "bad", **changes)
+    assert not ray.is_initialized(), "run these before any test that starts Ray (they check it stays off)"
+
+    code = cli_main(["train", str(path), "--output", str(tmp_path / "out")])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and all(e in err for e in expected), err
+    assert not ray.is_initialized()
+    assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "out").exists()
+
+
+# ---- fixtures that start Ray and run jobs ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_2_cpus():
+    """One local Ray (2 CPUs, no dashboard) for the module; no RAY_ADDRESS or MLflow URI leaks in."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        connect_ray(num_cpus=2)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_job(ray_2_cpus, tmp_path_factory) -> tuple[RunSpec, JobResult]:
+    """A finished 2-worker job that nothing interrupted."""
+    spec = load_run_spec(write_spec(tmp_path_factory.mktemp("tiny-job"), "tiny-job"))
+    return spec, train(spec)
+
+
+def test_job_logs_params_metrics_tags_and_artifacts(tiny_job) -> None:
+    spec, result = tiny_job
+    out = Path(spec.output)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
+    assert result.epochs == EPOCHS and 1 <= result.best_epoch <= EPOCHS
+
+    params = run.data.params
+    assert {"name": "tiny-job", "model.plm": "tiny:2x32", "model.max_length": "64",
+            "train.epochs": str(EPOCHS), "train.variance_penalty": "5.0", "resources.workers": "2",
+            "data.synth.sentences": "300", "loss.preset": "unified"}.items() <= params.items()
+    assert params["output"] == str(out) and params["inputs.train"].startswith(str(out / "prepared"))
+
+    epochs = list(range(1, EPOCHS + 1))
+    per_type_loss = [f"train/loss_{t}" for t in WOJOOD_TYPES]
+    for key in EPOCH_METRICS + per_type_loss:
+        assert history(client, run.info.run_id, key) == epochs, key
+    val_file = params["inputs.val"]
+    for typ in gold_types(val_file):  # a type in the gold data is scored every epoch
+        assert history(client, run.info.run_id, f"val/f1_{typ}") == epochs, typ
+    val_f1 = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/micro_f1"),
+                                      key=lambda m: m.step)]
+    assert result.best_epoch == 1 + val_f1.index(max(val_f1))  # the first epoch with the best F1
+    assert run.data.metrics["best/val/micro_f1"] == max(val_f1) == result.val_f1 > 0
+
+    assert run.data.tags["plm"] == "tiny:2x32" and run.data.tags["loss"] == "unified"
+    commit = run.data.tags["git_commit"]  # the checkout's commit; HEAD may have moved on since the job ran
+    is_ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", commit, "HEAD"])
+    assert len(commit) == 40 and is_ancestor.returncode == 0, commit
+
+    files = artifact_paths(client, run.info.run_id)
+    assert {"config/resolved_spec.yaml", "config/label_schema.json", "reports/val_report.json",
+            "reports/test_report.json", "reports/test_report.txt", "predictions/val.txt",
+            "predictions/test.txt", "model/model.safetensors", "model/nerlab_model.json"} <= files
+    assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
+    resolved = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config/resolved_spec.yaml"))
+                              .read_text(encoding="utf-8"))
+    assert spec_from_dict(resolved) == spec  # the spec round-trips
+
+
+def test_saved_model_reproduces_logged_test_f1(tiny_job, capsys) -> None:
+    from nerlab.models.predict import predict
+    from nerlab.models.tagger import MultiTaskTagger
+
+    spec, result = tiny_job
+    client = MlflowClient(f"sqlite:///{Path(spec.output) / 'mlflow.db'}")
+    run = client.get_run(result.run_id)
+    logged = run.data.metrics["test/micro_f1"]
+    test_file = run.data.params["inputs.test"]
+
+    model, tokenizer = MultiTaskTagger.load(Path(spec.output) / "model")
+    gold = read_file(test_file, task="nested")
+    assert score(gold, predict(model, tokenizer, gold, "nested"), "nested").micro.f1 == logged == result.test_f1
+
+    predictions = client.download_artifacts(result.run_id, "predictions/test.txt")
+    capsys.readouterr()
+    code = cli_main(["evaluate", "--gold", test_file, "--pred", predictions, "--task", "nested", "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["micro"]["f1"] == logged
+
+
+def test_validation_f1_of_2_workers_equals_1_process(tiny_job, tmp_path) -> None:
+    """Sharded prediction + gather scores exactly what one process scores with the same weights."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from nerlab.models.encoding import encode
+    from nerlab.models.tagger import MultiTaskTagger
+    from nerlab.models.training import evaluate
+
+    spec, result = tiny_job
+    val_file = MlflowClient(f"sqlite:///{Path(spec.output) / 'mlflow.db'}").get_run(
+        result.run_id).data.params["inputs.val"]
+
+    def eval_per_worker(config: dict) -> None:  # a closure, so Ray pickles it by value
+        import json
+        from pathlib import Path
+
+        import ray.train
+        import ray.train.torch
+
+        from nerlab.models.encoding import encode
+        from nerlab.models.tagger import MultiTaskTagger
+        from nerlab.models.wojood import read_file
+        from nerlab.platform.train_loop import _gather_eval
+
+        model, tok = MultiTaskTagger.load(config["model"])
+        sentences = read_file(config["val"], task="nested")
+        windows = encode(sentences, tok, model.schema, model.config.max_length)
+        report, _ = _gather_eval(model, sentences, windows, "nested", 8, tok.pad_token_id,
+                                 ray.train.torch.get_device(), None)
+        # A file per rank: Train V2's Result keeps only metrics reported with a checkpoint.
+        ctx = ray.train.get_context()
+        out = Path(config["out"]) / f"rank{ctx.get_world_rank()}.json"
+        out.write_text(json.dumps({"f1": report.micro.f1, "world": ctx.get_world_size()}))
+
+    trainer = TorchTrainer(
+        eval_per_worker, train_loop_config={"model": result.model_dir, "val": val_file, "out": str(tmp_path)},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(name="gather-eval", storage_path=str(tmp_path / "ray")))
+    assert trainer.fit().error is None
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    model, tok = MultiTaskTagger.load(result.model_dir)
+    sentences = read_file(val_file, task="nested")
+    windows = encode(sentences, tok, model.schema, model.config.max_length)
+    single, _ = evaluate(model, sentences, windows, "nested", 32, tok.pad_token_id)
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["f1"] == ranks[1]["f1"] == single.micro.f1 > 0
+
+
+def test_killed_worker_resumes_into_the_same_mlflow_run(tiny_job, tmp_path) -> None:
+    """SIGKILL a worker after epoch 1: the job resumes from its checkpoint, logs every epoch once into
+    its one MLflow run, and trains exactly as the same job did uninterrupted (``tiny_job``)."""
+    spec = load_run_spec(write_spec(tmp_path, "killed-job"))
+    before = set(train_worker_pids("ALIVE")) | set(train_worker_pids("DEAD"))
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = train(spec)
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    checkpointed = wait_for_checkpoint(spec, thread)
+    client = MlflowClient(f"sqlite:///{Path(spec.output) / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    run_id = run.info.run_id
+
+    alive = {a: p for a, p in train_worker_pids("ALIVE").items() if a not in before}
+    assert len(alive) == 2, alive
+    victim_actor, victim = sorted(alive.items())[0]
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=600)
+
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert result.epochs == EPOCHS and result.run_id == run_id
+    assert victim_actor in train_worker_pids("DEAD")
+    started = (set(train_worker_pids("ALIVE")) | set(train_worker_pids("DEAD"))) - before
+    assert len(started) > 2, "the worker group was never restarted: the kill came too late"
+    assert 1 <= checkpointed < EPOCHS  # so the new group resumed from a checkpoint, mid-run
+
+    exp = client.get_experiment_by_name(spec.name)
+    (run,) = client.search_runs([exp.experiment_id], run_view_type=3)  # 3: active and deleted runs
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    epochs = list(range(1, EPOCHS + 1))
+    for key in EPOCH_METRICS:
+        assert history(client, run_id, key) == epochs, key
+    assert history(client, run_id, "test/micro_f1") == [EPOCHS]
+    assert tensorboard_steps(client, run_id, "val/micro_f1") == epochs
+
+    reference_spec, reference = tiny_job
+    ref_client = MlflowClient(f"sqlite:///{Path(reference_spec.output) / 'mlflow.db'}")
+    for key in ("train/loss", "val/micro_f1"):
+        assert values(client, run_id, key) == values(ref_client, reference.run_id, key), key
+    assert (result.val_f1, result.test_f1, result.best_epoch) == (reference.val_f1, reference.test_f1,
+                                                                   reference.best_epoch)
+
+
+def values(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def wait_for_checkpoint(spec: RunSpec, thread: threading.Thread) -> int:
+    """The epoch of the job's first checkpoint that Ray Train has registered (its snapshot lists it).
+
+    Waiting for the registration, not just for a report or an MLflow metric, makes sure a restarted
+    worker group resumes from a checkpoint instead of starting over.
+    """
+    while thread.is_alive():
+        for snapshot in (Path(spec.output) / "ray").glob("*/checkpoint_manager_snapshot.json"):
+            try:
+                latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            except (ValueError, KeyError, OSError):  # being written
+                continue
+            if latest and latest["metrics"].get("epoch", 0) >= 1:
+                return latest["metrics"]["epoch"]
+        time.sleep(0.1)
+    pytest.fail("the job ended before its first checkpoint was registered")
+
+
+def tensorboard_steps(client: MlflowClient, run_id: str, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = client.download_artifacts(run_id, "tensorboard")
+    acc = EventAccumulator(folder)
+    acc.Reload()
+    return sorted(e.step for e in acc.Scalars(tag))

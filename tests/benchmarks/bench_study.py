@@ -1,0 +1,145 @@
+"""Benchmark: what a study costs beyond its training, and how much of a grid Optuna + ASHA needs.
+
+Every study runs as a user runs it (``nerlab study run SPEC --json`` in a subprocess, local Ray, SQLite
+MLflow store behind a local server) on a synthetic corpus with tiny BERTs built on the fly. Figures come
+from the studies' MLflow stores, never from Tune's files:
+
+- ``trial_overhead_s``: the fixed cost of one trial (Train worker group, model load, encoding, final
+  scoring, checkpoints, artifacts, MLflow run). Two single-trial studies differ only in their epochs
+  (1 and 3); the trial's MLflow run duration is a + b * epochs, and a is the overhead.
+- ``study_overhead_s``: the 1-epoch study's wall time minus its trial's run duration (Ray and MLflow
+  server start, data and PLM preparation, Tune, the leaderboard).
+- ``grid_efficiency``: for a full grid (PLM x loss x penalty), the sum of its trials' training time
+  (``train/epoch_seconds`` over every epoch) over the study's wall time; ``grid_concurrency`` is the sum
+  of the trials' run durations over the wall time.
+- ``search_share``: the epochs Optuna (TPE) + ASHA trains, in trial completion order, until a trial
+  comes within 1 F1 point of the grid's best validation F1, over the grid's epochs. Target <= 0.40.
+
+Usage: ``python tests/benchmarks/bench_study.py [--smoke] [--json PATH] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+TARGET_SHARE = 0.40
+
+
+def base_spec(name: str, sentences: int, epochs: int) -> dict:
+    return {
+        "name": name, "task": "nested",
+        "data": {"synth": {"sentences": sentences, "seed": 0}},
+        "model": {"max_length": 64},
+        "train": {"epochs": epochs, "batch_size": 16, "lr": 3.0e-3, "patience": epochs, "seed": 3407},
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.9, "trial_cpus": 0.1, "max_concurrent": 2},
+    }
+
+
+def run_study(spec: dict, root: Path) -> tuple[float, Path]:
+    path = root / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = root / spec["name"]
+    start = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(path), "--output", str(out),
+                        "--json"], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"study {spec['name']} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return wall, out
+
+
+def trials(out: Path, name: str) -> list[dict]:
+    """Per trial, from MLflow: epochs trained, training seconds, run duration, best val F1, end time."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    rows = []
+    for r in client.search_runs([exp.experiment_id], "tags.`nerlab.trial` != ''", max_results=10000):
+        f1 = [m.value for m in client.get_metric_history(r.info.run_id, "val/micro_f1")]
+        secs = [m.value for m in client.get_metric_history(r.info.run_id, "train/epoch_seconds")]
+        rows.append({"trial": r.data.tags["nerlab.trial"], "plm": r.data.tags.get("plm"),
+                     "loss": r.data.tags.get("loss"), "penalty": r.data.tags.get("penalty"),
+                     "epochs": len(f1), "best_f1": max(f1, default=0.0), "train_s": sum(secs),
+                     "run_s": (r.info.end_time - r.info.start_time) / 1000, "end": r.info.end_time,
+                     "stopped_early": r.data.tags.get("nerlab.stopped_early") == "true"})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a small grid and few samples: checks the script works")
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--out", help="keep the studies here (default: a temporary folder)")
+    args = ap.parse_args(argv)
+
+    sentences, epochs = (200, 2) if args.smoke else (600, 6)
+    plms = ["tiny:2x32"] if args.smoke else ["tiny:2x32", "tiny:2x64"]
+    losses, penalties = ["ce", "unified"], [0.0, 5.0]
+    samples = 2 if args.smoke else 8
+    root = Path(args.out or tempfile.mkdtemp(prefix="bench-study-"))
+    root.mkdir(parents=True, exist_ok=True)
+    fig: dict = {"smoke": args.smoke, "sentences": sentences}
+
+    # 1. Fixed costs: the same one-trial study with 1 and with 3 epochs.
+    one = {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce"], "variance_penalty": [0.0], "seeds": [3407]}
+    walls, runs = {}, {}
+    for e in (1, 3):
+        spec = {**base_spec(f"overhead-{e}", sentences, e), "search": one}
+        walls[e], out = run_study(spec, root)
+        (t,) = trials(out, spec["name"])
+        runs[e] = t["run_s"]
+    per_epoch = (runs[3] - runs[1]) / 2
+    fig.update(trial_overhead_s=runs[1] - per_epoch, trial_epoch_s=per_epoch, study_overhead_s=walls[1] - runs[1],
+               one_trial_study_wall_s=walls[1])
+
+    # 2. The full grid.
+    grid = {**base_spec("grid", sentences, epochs),
+            "search": {"mode": "grid", "plm": plms, "loss": losses, "variance_penalty": penalties, "seeds": [3407]}}
+    grid_wall, out = run_study(grid, root)
+    g = trials(out, "grid")
+    grid_epochs = sum(t["epochs"] for t in g)
+    grid_best = max(t["best_f1"] for t in g)
+    fig.update(grid_trials=len(g), grid_wall_s=grid_wall, grid_train_s=sum(t["train_s"] for t in g),
+               grid_efficiency=sum(t["train_s"] for t in g) / grid_wall,
+               grid_concurrency=sum(t["run_s"] for t in g) / grid_wall, grid_epochs=grid_epochs, grid_best_f1=grid_best)
+
+    # 3. Optuna (TPE) + ASHA over the same choices.
+    search = {**base_spec("search", sentences, epochs),
+              "search": {"mode": "optuna", "plm": plms, "loss": losses, "variance_penalty": penalties,
+                         "seeds": [3407], "num_samples": samples, "sampler_seed": 0},
+              "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}}}
+    search_wall, out = run_study(search, root)
+    s = sorted(trials(out, "search"), key=lambda t: t["end"])
+    spent, reached = 0, None
+    for t in s:
+        spent += t["epochs"]
+        if reached is None and t["best_f1"] >= grid_best - 0.01:
+            reached = spent
+    fig.update(search_trials=len(s), search_wall_s=search_wall, search_epochs=spent,
+               search_stopped_early=sum(t["stopped_early"] for t in s),
+               search_best_f1=max(t["best_f1"] for t in s),
+               search_epochs_to_reach=reached, search_share=None if reached is None else reached / grid_epochs)
+
+    print(f"trial overhead      {fig['trial_overhead_s']:.1f} s fixed + {fig['trial_epoch_s']:.1f} s per epoch "
+          f"(1-trial study: {fig['one_trial_study_wall_s']:.1f} s wall, {fig['study_overhead_s']:.1f} s outside the trial)")
+    print(f"grid ({len(g)} trials)     wall {grid_wall:.1f} s; training {fig['grid_train_s']:.1f} s "
+          f"= {fig['grid_efficiency']:.2f} of wall; trial runs {fig['grid_concurrency']:.2f}x wall; best F1 {grid_best:.4f}")
+    share = "not reached" if reached is None else f"{reached}/{grid_epochs} epochs = {fig['search_share']:.2f}"
+    print(f"optuna+asha ({len(s)})   {spent} epochs, {fig['search_stopped_early']} stopped early, best F1 "
+          f"{fig['search_best_f1']:.4f}; within 1 point of the grid's best after {share} (target <= {TARGET_SHARE})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

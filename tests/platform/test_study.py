@@ -80,7 +80,7 @@ def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
                                                "lr": {"log_uniform": [1.0e-6, 1.0e-2]},
                                                "num_samples": 5, "sampler_seed": 3},
                       scheduler={"asha": {"grace_period": 1, "reduction_factor": 2}},
-                      resources={"workers_per_trial": 1, "cpus_per_worker": 0.9, "max_concurrent": 1})
+                      resources={"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2})
     spec_dict = yaml.safe_load(spec.read_text())
     spec_dict["train"]["epochs"] = 4
     spec.write_text(yaml.safe_dump(spec_dict))
@@ -103,7 +103,7 @@ def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
 def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
     spec = write_spec(tmp_path, "resume", search={"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
                                                   "variance_penalty": [0.0, 5.0], "seeds": [1]},
-                      resources={"workers_per_trial": 1, "cpus_per_worker": 0.9, "max_concurrent": 1})
+                      resources={"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2})
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
                              str(out)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every benchmark (figures into tests/benchmarks/results/*.json), then regenerate README's table.
+# On a machine with a CUDA GPU the GPU benchmark runs too. `--smoke` checks the scripts in a few minutes
+# (its figures go to a temporary folder and README is left alone).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+B=tests/benchmarks
+if [ "${1:-}" = "--smoke" ]; then
+  R=$(mktemp -d)
+  python $B/bench_batching.py --smoke --json "$R/batching.json"
+  python $B/bench_train_loop.py --smoke --json "$R/train_loop.json"
+  python $B/bench_study.py --smoke --json "$R/study.json"
+  python $B/bench_gpu.py --smoke --json "$R/gpu-smoke.json"
+  python $B/table.py --results "$R" --print
+  exit 0
+fi
+R=$B/results
+mkdir -p "$R"
+python $B/bench_batching.py --json "$R/batching.json"
+python $B/bench_train_loop.py --json "$R/train_loop.json"
+python $B/bench_study.py --json "$R/study.json"
+if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  python $B/bench_gpu.py --json "$R/gpu.json"
+fi
+python $B/table.py

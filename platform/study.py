@@ -226,13 +226,15 @@ def run_study(spec: StudySpec, resume: bool = False) -> dict:
 
 
 def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Path, results) -> dict:
-    from nerlab.dashboards.leaderboard import leaderboard_frame
+    import logging
+
+    from nerlab.dashboards.leaderboard import format_board, leaderboard_frame
 
     board = leaderboard_frame(client, exp_id, parent_id)
     board_dir = out / "leaderboard"
     board_dir.mkdir(exist_ok=True)
     board.to_csv(board_dir / "leaderboard.csv", index=False)
-    (board_dir / "leaderboard.txt").write_text(board.to_string(index=False) + "\n" if len(board) else "(no trials)\n")
+    (board_dir / "leaderboard.txt").write_text(format_board(board) + "\n")
     client.log_artifacts(parent_id, str(board_dir), "leaderboard")
     errors = sum(1 for r in results if r.error is not None)
     summary = {"study": spec.name, "trials": len(results), "errors": errors, "output": str(out)}
@@ -240,6 +242,13 @@ def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Pat
         best = board.iloc[0]
         summary.update(best_config=best["config"], best_val_f1=float(best["val_f1_mean"]))
         T.log_metrics(client, parent_id, {"best/" + T.VAL_F1: float(best["val_f1_mean"])}, step=0)
+    try:  # the report (figures + HTML on the parent run); a failed figure must not fail the study
+        from nerlab.dashboards.report import build_report
+
+        summary["report"] = build_report(client, exp_id, parent_id, out / "report")["html"]
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger("nerlab").warning("study %s: the report failed (%s: %s); retry with: nerlab report %s",
+                                            spec.name, type(e).__name__, e, out)
     client.set_terminated(parent_id, status="FINISHED" if not errors else "FAILED")
     return summary
 

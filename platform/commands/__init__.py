@@ -3,8 +3,9 @@
 
 def register(sub) -> None:
     """Add the job verbs to the ``nerlab`` parser."""
-    from nerlab.platform.commands import study, train
+    from nerlab.platform.commands import results, study, train
 
     train.register(sub)
     study.register(sub)
-    study.register_ui(sub)
+    results.register(sub)
+    results.register_ui(sub)  # `ui` with --store (supersedes study.register_ui)

@@ -11,6 +11,8 @@ variance-penalty weight λ and any other searched axis (learning rate, batch siz
 from __future__ import annotations
 
 import math
+import os
+from contextlib import contextmanager
 
 import pandas as pd
 
@@ -46,6 +48,21 @@ def study_runs(client, experiment_id: str, parent_run_id: str) -> list:
         token = page.token
         if not token:
             return runs
+
+
+@contextmanager
+def quiet_downloads():
+    """No MLflow progress bars while artifacts are downloaded (restores the setting afterwards)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _number(text: str | None):
@@ -104,7 +121,8 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
             "penalty": float(t.get("penalty", point.get("variance_penalty", math.nan))),
             "seed": int(t.get("seed", point.get("seed", 0))),
             "val_f1": _best_val(client, r), "test_f1": m.get(TEST), "best_epoch": m.get(BEST_EPOCH),
-            "stopped_early": t.get("nerlab.stopped_early") == "true", "device": device, "wall_s": wall,
+            "stopped_early": t.get("nerlab.stopped_early") == "true", "completed": VAL in m,
+            "device": device, "wall_s": wall,
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
             "start_time": start, "task": t.get("task", p.get("task")),
@@ -201,7 +219,7 @@ def format_board(board: pd.DataFrame) -> str:
         "val F1 (mean ± std)": [pm(m, s) for m, s in zip(board["val_f1_mean"], board["val_f1_std"])],
         "test F1": [f"{v:.4f}" if not math.isnan(v) else "-" for v in board["test_f1_mean"]],
         "best epoch": [f"{v:.1f}" if not math.isnan(v) else "-" for v in board["best_epoch"]],
-        "trials": board["trials"],
+        "trials": board["trials"], "stopped": board["stopped_early"],
         "CPU s": [f"{v:.0f}" for v in board["cpu_s"]], "GPU s": [f"{v:.0f}" for v in board["gpu_s"]],
     })
     if "score_mean" in board:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nerlab.dashboards.leaderboard import VAL_EPOCH, leaderboard_frame, study_runs, trial_frame
+from nerlab.dashboards.leaderboard import VAL_EPOCH, leaderboard_frame, quiet_downloads, study_runs, trial_frame
 
 REPORT_PATH = "report"  # artifact folder of the report under the study's parent run
 TRAIN_LOSS = "train/loss"
@@ -62,6 +62,9 @@ def heatmaps(board: pd.DataFrame, out: Path) -> list[dict]:
         mean = g.pivot_table(index="plm", columns="loss", values="val_f1_mean", aggfunc="max")
         std = g.pivot_table(index="plm", columns="loss", values="val_f1_std", aggfunc="first", dropna=False)
         std = std.reindex(index=mean.index, columns=mean.columns)
+        stopped = (g.assign(_all=g["stopped_early"] >= g["trials"]) if "stopped_early" in g else g.assign(_all=False)
+                   ).pivot_table(index="plm", columns="loss", values="_all", aggfunc="first")
+        stopped = stopped.reindex(index=mean.index, columns=mean.columns)
         fig = _figure(1.9 + 1.6 * len(mean.columns), 1.3 + 0.7 * len(mean.index))
         ax = fig.subplots()
         im = ax.imshow(mean.to_numpy(dtype=float), cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-9,
@@ -74,7 +77,8 @@ def heatmaps(board: pd.DataFrame, out: Path) -> list[dict]:
             for j in range(len(mean.columns)):
                 m, s = mean.iat[i, j], std.iat[i, j]
                 if not math.isnan(m):
-                    text = f"{m:.3f}" + ("" if s is None or math.isnan(s) else f"\n±{s:.3f}")
+                    text = f"{m:.3f}" + ("*" if stopped.iat[i, j] == 1 else "")
+                    text += "" if s is None or math.isnan(s) else f"\n±{s:.3f}"
                     ax.text(j, i, text, ha="center", va="center", fontsize=9,
                             color="white" if m < (lo + hi) / 2 else "black")
         title = "all λ (best per cell)" if lam is None else f"λ = {_lam(lam)}"
@@ -83,7 +87,8 @@ def heatmaps(board: pd.DataFrame, out: Path) -> list[dict]:
         name = "heatmap_all.png" if lam is None else f"heatmap_lambda-{_lam(lam)}.png"
         figs.append({"id": "heatmap-" + ("all" if lam is None else _lam(lam)), "file": _save(fig, out / name).name,
                      "title": f"PLM × loss, {title}",
-                     "caption": "Validation micro-F1 of the best epoch, mean ± std over seeds."})
+                     "caption": "Validation micro-F1 of the best epoch, mean ± std over seeds; * every trial "
+                                "of the cell was stopped early by ASHA (its best epoch so far)."})
     return figs
 
 
@@ -133,7 +138,7 @@ def per_type(client, board: pd.DataFrame, trials: pd.DataFrame, out: Path, top_k
     """Validation F1 per entity type of the top configurations (from each trial's best-epoch report)."""
     top = board.head(top_k)
     rows = {}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, quiet_downloads():
         for i, (_, cfg) in enumerate(top.iterrows()):
             run_ids = [r for r in trials.loc[_in_config(trials, cfg), "run_id"]]
             reports = [r for r in (_val_report(client, rid, Path(d) / f"{i}-{n}") for n, rid in enumerate(run_ids)) if r]
@@ -292,10 +297,10 @@ def render_html(info: dict, board: pd.DataFrame, trials: pd.DataFrame, figures: 
             test = "-" if math.isnan(r["test_f1_mean"]) else f"{r['test_f1_mean']:.4f}"
             epoch = "-" if math.isnan(r["best_epoch"]) else f"{r['best_epoch']:.1f}"
             rows.append(f"<tr><td>{i}</td><td>{esc(r['config'])}</td><td>{r['val_f1_mean']:.4f}{std}</td>"
-                        f"<td>{test}</td><td>{epoch}</td><td>{r['trials']}</td><td>{r['cpu_s']:.0f}</td>"
+                        f"<td>{test}</td><td>{epoch}</td><td>{r['trials']}</td><td>{r['stopped_early']}</td><td>{r['cpu_s']:.0f}</td>"
                         f"<td>{r['gpu_s']:.0f}</td></tr>")
         table = ("<table id='leaderboard'><thead><tr><th>#</th><th>configuration</th><th>val F1 (mean ± std)</th>"
-                 "<th>test F1</th><th>best epoch</th><th>trials</th><th>CPU s</th><th>GPU s</th></tr></thead>"
+                 "<th>test F1</th><th>best epoch</th><th>trials</th><th>stopped early</th><th>CPU s</th><th>GPU s</th></tr></thead>"
                  "<tbody>" + "".join(rows) + "</tbody></table>")
     sections = []
     for f in figures:
@@ -303,6 +308,7 @@ def render_html(info: dict, board: pd.DataFrame, trials: pd.DataFrame, figures: 
                         f"src='{_data_uri(out / f['file'])}'><p class='caption'>{esc(f['caption'])} "
                         f"(<code>{esc(f['file'])}</code>)</p></section>")
     finished = int((trials["status"] == "FINISHED").sum()) if not trials.empty else 0
+    stopped = int(trials["stopped_early"].sum()) if not trials.empty else 0
     notes_html = "".join(f"<li>{esc(n)}</li>" for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>nerlab report: {esc(info['study'])}</title>
@@ -313,13 +319,14 @@ th {{ background: #f0f0f0; }} tbody tr:first-child {{ background: #eaf6ea; font-
 img {{ max-width: 100%; border: 1px solid #ddd; }} .caption {{ color: #555; font-size: 0.9em; }}
 </style></head><body>
 <h1>Study report: {esc(info['study'])}</h1>
-<p id="summary">{esc(info['mode'])} study, {esc(info['task'])} NER, {len(trials)} trials ({finished} finished),
+<p id="summary">{esc(info['mode'])} study, {esc(info['task'])} NER, {len(trials)} trials ({finished} finished, {stopped} of them stopped early by ASHA),
 {len(board)} configurations. Parent run <code>{esc(info['parent_run_id'])}</code> in experiment
 <code>{esc(info['experiment_id'])}</code>. Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>
 <h2>Leaderboard</h2>
 {table}
-<p class="caption">Sorted by mean validation micro-F1 of the best epoch over seeds. Pick and register the
-champion with <code>nerlab select {esc(info['study'])} --name NAME</code>.</p>
+<p class="caption">Sorted by mean validation micro-F1 of the best epoch over seeds (a trial stopped early
+by ASHA counts with its best epoch so far, and has no test score). CPU/GPU s: wall time x workers x CPUs or
+GPUs per worker, summed over trials. Pick and register the champion with <code>nerlab select {esc(info['study'])} --name NAME</code>.</p>
 {''.join(sections)}
 {f'<h2>Notes</h2><ul>{notes_html}</ul>' if notes else ''}
 </body></html>

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from nerlab.dashboards.leaderboard import (
-    TEST, VAL, config_columns, higher_is_better, leaderboard_frame, metric_key, trial_frame,
+    TEST, VAL, config_columns, higher_is_better, leaderboard_frame, metric_key, quiet_downloads, trial_frame,
 )
 from nerlab.models.scoring import sentence_spans
 from nerlab.models.wojood import Sentence, read_file
@@ -145,6 +145,10 @@ def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: s
     trials = trial_frame(client, experiment_id, parent_run_id, metrics=(key,) if key not in (VAL, TEST) else ())
     if trials.empty:
         raise NoChoice(f"study {study!r} has no trial runs")
+    unfinished = int((~trials["completed"]).sum())
+    trials = trials[trials["completed"]]  # only trials that saved a model (not stopped early, not running)
+    if trials.empty:
+        raise NoChoice(f"study {study!r}: no trial has finished with a saved model yet")
     score_col = {VAL: "val_f1", TEST: "test_f1"}.get(key, key)
     if score_col not in trials or trials[score_col].notna().sum() == 0:
         raise NoChoice(f"study {study!r}: no trial logged the metric {key!r}")
@@ -156,6 +160,8 @@ def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: s
     choice = Choice(study=study, metric=key, config=best["config"], run_id=run_id, trial=trial,
                     mean=float(best[mean_col]), std=float(best[mean_col.replace("_mean", "_std")]),
                     seeds=int(best["trials"]))
+    if unfinished:
+        choice.notes.append(f"{unfinished} trial(s) without a saved model (stopped early or unfinished) not considered")
     if len(board) < 2:
         choice.notes.append("only one configuration: nothing to compare with")
         return choice
@@ -171,7 +177,7 @@ def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: s
         choice.notes.append(f"no bootstrap: the gold {split} file {gold_path!r} is not on this machine (give --gold)")
         return choice
     gold_sentences = read_file(gold_path, task=task)
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, quiet_downloads():
         a = _counts_for(client, _config_runs(trials, best), split, gold_sentences, task, Path(d))
         b = _counts_for(client, _config_runs(trials, second), split, gold_sentences, task, Path(d))
     boot = paired_bootstrap(a, b, samples=samples, seed=seed)

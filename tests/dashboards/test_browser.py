@@ -2,8 +2,8 @@
 
 The study's runs page lists its trial runs, the report attached to the study's run renders in the MLflow
 UI with its heatmap image loaded, and the registry shows the champion. Screenshots go to the test's
-folder, and also to ``$NERLAB_SCREENSHOTS`` when set (``docs/img`` in the README walk-through was made
-with ``NERLAB_SCREENSHOTS=docs/img``).
+folder, and also to ``$NERLAB_SCREENSHOTS`` when set. (The README's screenshots of the demo study come
+from ``docs/make_screenshots.py``, which visits the same pages.)
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped without them.
 """

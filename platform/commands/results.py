@@ -88,13 +88,15 @@ def study_store(study: str, tracking_uri: str | None = None) -> tuple[str, str, 
                 raise _usage(f"{study}: the study's MLflow store {uri[len('sqlite:///'):]} does not exist")
         name = spec.get("name") or folder.name
         return uri, name, tracking.get("experiment") or name, folder
-    path = Path(study)
-    if path.is_dir() and (path / "mlflow.db").is_file():  # a store folder without its study.yaml
-        return _store_uri(str(path)), "", None, path.resolve()
+    for path in (Path(study), Path("runs") / study):  # a store folder without a study.yaml (nerlab train)
+        if path.is_dir() and (path / "mlflow.db").is_file():
+            return _store_uri(str(path)), "", None, path.resolve()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise _usage(f"{study}: no study found (looked for {(Path('runs') / study / STUDY_FILE).resolve()} and "
-                     f"{Path(study).resolve() / STUDY_FILE}); give its output folder, or --tracking-uri")
+        places = dict.fromkeys(str((p / name).resolve()) for p in (Path(study), Path("runs") / study)
+                               for name in (STUDY_FILE, "mlflow.db"))
+        raise _usage(f"{study}: no study and no MLflow store found (looked for {', '.join(places)}); "
+                     "give a study's output folder, or --tracking-uri")
     return _store_uri(uri), study, None, None
 
 

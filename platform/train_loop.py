@@ -203,7 +203,11 @@ def train_fn_per_worker(config: dict) -> None:
     pad = tokenizer.pad_token_id
     tb_root = Path(tempfile.mkdtemp(prefix="nerlab-tb-"))
     log = RankZeroLog(job, tb_root) if rank == 0 else None
+    nodes = [ray.util.get_node_ip_address()] * world  # each rank's node, in rank order (this attempt's)
+    if world > 1:
+        dist.all_gather_object(nodes, nodes[0])
     if log:
+        T.set_tags(log.client, log.run_id, {"nerlab.worker_nodes": ",".join(nodes)})
         for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
             log.epoch(entry)
 

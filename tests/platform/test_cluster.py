@@ -1,0 +1,549 @@
+"""Scale-out for real: a study on a two-node Ray cluster with token authentication and an MLflow tracking
+server, each on a test host of its own, and the fault drills that go with it.
+
+The hosts are network namespaces this module creates (``ip netns add``) and deletes: ``head`` 10.231.0.1
+(Ray head, ``mlflow server``, the study driver), ``node`` 10.231.0.2 (a second Ray node) and ``spare``
+10.231.0.3 (the node that replaces a lost one), wired by veth pairs to a bridge in a fourth, ``switch``
+namespace. No namespace has a route anywhere else or a link to the machine's network, so nothing the
+cluster sends can reach any other address. Every process this module starts lives in one of its
+namespaces: teardown kills exactly ``ip netns pids`` of each (other Ray instances on the machine are
+never touched) and deletes the namespaces, also when a test fails.
+
+One study of four 2-worker trials runs on the cluster. Each node has one CPU and each worker needs 0.6,
+so every trial's two DDP workers span two nodes. While it runs, two drills are injected in turn:
+- the MLflow server is stopped for 30 s while a trial is mid-way, then started again on the same port
+  and store: the epochs logged in that window must reach MLflow afterwards (or the trial fail loudly and
+  be retried): never an epoch silently missing;
+- the second Ray node is killed (all its processes) while a later trial is mid-way and a spare node joins,
+  as an autoscaler would bring one: the trial must be retried on the nodes left and finish, in its one
+  MLflow run, with every epoch logged once.
+The tests below each check one aspect of that study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+NET = "10.231.0"
+HEAD, NODE, SPARE = f"{NET}.1", f"{NET}.2", f"{NET}.3"
+GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT = 6379, 8265, 5000  # inside the namespaces: no clash with anyone
+PREFIX = "nerlabt"  # this module's namespaces: nerlabt<pid>-<role>
+EPOCHS = 4
+OUTAGE_S = 30
+STUDY_BUDGET_S = 600  # the whole study, drills included (about 3 minutes on 2 cores): a hang fails here
+WORKER_NODES = "nerlab.worker_nodes"  # tag set by rank 0: every rank's node IP (latest attempt)
+RAY = str(Path(sys.executable).with_name("ray"))
+STUDY = "cluster"
+
+
+# ---- test hosts: network namespaces -------------------------------------------------------------------
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def ns_pids(ns: str) -> list[int]:
+    return [int(p) for p in ip("netns", "pids", ns, check=False).stdout.split()]
+
+
+def kill_ns(ns: str) -> None:
+    """SIGKILL every process whose network namespace is ``ns`` (all of them ours), until none is left."""
+    for _ in range(40):
+        pids = ns_pids(ns)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.25)
+
+
+def reap_stale_namespaces() -> None:
+    """Namespaces left by an earlier run of this module whose pytest process is gone (a killed run)."""
+    import psutil
+
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not name.startswith(PREFIX):
+            continue
+        owner = name[len(PREFIX):].split("-")[0]
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
+            kill_ns(name)
+            ip("netns", "del", name, check=False)
+
+
+class Hosts:
+    """Namespaces as hosts on one /24: each has lo and eth0, and eth0's peer sits on br0 in ``switch``."""
+
+    def __init__(self):
+        self.tag = f"{PREFIX}{os.getpid()}"
+        self.switch = f"{self.tag}-switch"
+        self.ns: dict[str, str] = {}
+        self.created: list[str] = []
+
+    def create_switch(self) -> None:
+        ip("netns", "add", self.switch)
+        self.created.append(self.switch)
+        ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        ip("-n", self.switch, "link", "set", "br0", "up")
+
+    def add(self, role: str, address: str) -> str:
+        ns = f"{self.tag}-{role}"
+        ip("netns", "add", ns)
+        self.created.append(ns)
+        # Both ends are created inside the namespaces: no interface ever appears on the machine's side.
+        ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", role, "netns", self.switch)
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        for dev in ("lo", "eth0"):
+            ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", self.switch, "link", "set", role, "master", "br0")
+        ip("-n", self.switch, "link", "set", role, "up")
+        self.ns[role] = ns
+        return ns
+
+    def remove(self) -> None:
+        for ns in reversed(self.created):
+            kill_ns(ns)
+            ip("netns", "del", ns, check=False)
+        self.created.clear()
+
+
+# ---- the cluster --------------------------------------------------------------------------------------
+HEALTH = textwrap.dedent("""
+    import sys, time, urllib.request
+    url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    sys.exit(0)
+        except OSError:
+            time.sleep(0.3)
+    sys.exit(1)
+""")
+
+# Run inside the head namespace with the cluster's token: the dashboard refuses a request without it
+# and answers one with it, and both nodes are alive with their CPUs.
+AUTH_PROBE = textwrap.dedent("""
+    import json, os, sys, time, urllib.error, urllib.request
+    url, address = sys.argv[1], sys.argv[2]
+    def get(headers):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    token = open(os.environ["RAY_AUTH_TOKEN_PATH"]).read().strip()
+    out = {"without_token": get({}), "wrong_token": get({"Authorization": "Bearer nope"}),
+           "with_token": get({"Authorization": f"Bearer {token}"})}
+    import ray
+    ray.init(address=address, logging_level="ERROR")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        if len(nodes) >= int(sys.argv[3]):
+            break
+        time.sleep(0.5)
+    out["nodes"] = sorted((n["NodeManagerAddress"], n["Resources"].get("CPU", 0)) for n in nodes)
+    print(json.dumps(out))
+""")
+
+# A driver holding the wrong token: Ray must refuse it (it gives up after ~20 s of retries).
+WRONG_TOKEN = "import ray, sys; ray.init(address=sys.argv[1]); print('CONNECTED')"
+
+
+@dataclass
+class Cluster:
+    hosts: Hosts
+    root: Path  # test files: token, MLflow store and artifacts, study output
+    ray_tmp: Path  # Ray's temp dirs (short: Ray's Unix socket paths must stay under 108 bytes)
+    token_file: Path | None = None
+    mlflow: subprocess.Popen | None = None
+    wrong_token: subprocess.Popen | None = None  # a driver holding a wrong token
+    auth: dict | None = None  # what the auth probe saw
+    procs: list = field(default_factory=list)
+
+    @property
+    def db(self) -> Path:
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{HEAD}:{MLFLOW_PORT}"
+
+    def env(self, token: str = "path", **extra) -> dict:
+        """A clean environment: none of the caller's Ray or MLflow settings (a RAY_ADDRESS or
+        RAY_API_SERVER_ADDRESS left by another test would point elsewhere); token auth on; no telemetry."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+        env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(self.ray_tmp),
+                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", HF_HUB_OFFLINE="1",
+                   TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
+                   # The hostname does not resolve to a cluster address in these namespaces, so gloo
+                   # would advertise 127.0.0.1 to its peers: name the interface, as on any multi-NIC host.
+                   GLOO_SOCKET_IFNAME="eth0")
+        if token == "path":  # the head and the driver read the token file ...
+            env["RAY_AUTH_TOKEN_PATH"] = str(self.token_file)
+        elif token == "env":  # ... a joining node gets the token itself, as KubeRay hands it to pods
+            env["RAY_AUTH_TOKEN"] = self.token_file.read_text().strip()
+        else:
+            env["RAY_AUTH_TOKEN"] = token
+        env.update(extra)
+        return env
+
+    def run_in(self, role: str, *cmd: str, env: dict, timeout: float = 120, check: bool = True):
+        p = subprocess.run(["ip", "netns", "exec", self.hosts.ns[role], *cmd], env=env, capture_output=True,
+                           text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])} in {role}: exit {p.returncode}\n{p.stdout[-2000:]}"
+                               f"\n{p.stderr[-3000:]}")
+        return p
+
+    def popen_in(self, role: str, *cmd: str, env: dict, log: Path, **kw) -> subprocess.Popen:
+        f = open(log, "ab")
+        p = subprocess.Popen(["ip", "netns", "exec", self.hosts.ns[role], *cmd], env=env, stdout=f,
+                             stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        f.close()
+        self.procs.append(p)
+        return p
+
+    # -- pieces
+    def make_token(self) -> None:
+        """``ray get-auth-token --generate`` as Ray documents it, but into a home of the test's own: the
+        machine's ~/.ray/auth_token is neither read nor written."""
+        home = self.root / "home"
+        home.mkdir()
+        env = {**self.env(token="none"), "HOME": str(home)}
+        env.pop("RAY_AUTH_TOKEN")
+        p = subprocess.run([RAY, "get-auth-token", "--generate"], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        self.token_file = home / ".ray" / "auth_token"
+        self.token_file.chmod(0o600)
+        assert len(self.token_file.read_text().strip()) >= 32
+
+    def start_ray(self, role: str, address: str) -> None:
+        common = ["--node-ip-address", address, "--num-cpus", "1", "--num-gpus", "0",
+                  "--object-store-memory", str(100 * 1024 ** 2), "--temp-dir", str(self.ray_tmp / role),
+                  "--disable-usage-stats"]
+        if role == "head":
+            cmd = [RAY, "start", "--head", "--port", str(GCS_PORT), "--dashboard-host", HEAD,
+                   "--dashboard-port", str(DASHBOARD_PORT), *common]
+            self.run_in(role, *cmd, env=self.env(token="path"))
+        else:
+            cmd = [RAY, "start", "--address", f"{HEAD}:{GCS_PORT}", *common]
+            self.run_in(role, *cmd, env=self.env(token="env"))
+
+    def start_mlflow(self) -> None:
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",
+               "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
+               "--host", HEAD, "--port", str(MLFLOW_PORT), "--workers", "1"]
+        self.mlflow = self.popen_in("head", *cmd, env=self.env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+                                    log=self.root / "mlflow-server.log")
+        self.wait_http("head", f"{self.tracking_uri}/health", 120)
+
+    def stop_mlflow(self) -> None:
+        """Stop the server (SIGTERM to its process group, SIGKILL if it lingers)."""
+        p = self.mlflow
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+
+    def wait_http(self, role: str, url: str, timeout: float) -> None:
+        p = self.run_in(role, sys.executable, "-c", HEALTH, url, str(timeout), env=self.env(),
+                        timeout=timeout + 30, check=False)
+        assert p.returncode == 0, f"{url} did not answer within {timeout} s"
+
+    def probe(self, nodes: int) -> dict:
+        p = self.run_in("head", sys.executable, "-c", AUTH_PROBE, f"http://{HEAD}:{DASHBOARD_PORT}/nodes?view=summary",
+                        f"{HEAD}:{GCS_PORT}", str(nodes), env=self.env(), timeout=180)
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    def teardown(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.hosts.remove()
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if shutil.which("ip") is None:
+        pytest.skip("the ip command (iproute2) is not installed")
+    reap_stale_namespaces()
+    hosts = Hosts()
+    try:
+        hosts.create_switch()
+    except RuntimeError as e:
+        hosts.remove()
+        pytest.skip(f"cannot build the test network here: no network namespaces or bridges ({e})")
+    c = Cluster(hosts, tmp_path_factory.mktemp("cluster"), Path(tempfile.mkdtemp(prefix="nl-ray-")))
+    try:
+        for role, address in (("head", HEAD), ("node", NODE), ("spare", SPARE)):
+            hosts.add(role, address)
+        c.make_token()
+        c.start_ray("head", HEAD)
+        # A driver with a wrong token, started now, refused (or not) by the time the tests look.
+        c.wrong_token = c.popen_in("head", sys.executable, "-c", WRONG_TOKEN, f"{HEAD}:{GCS_PORT}",
+                                   env=c.env(token="not-the-token"), log=c.root / "wrong-token.log")
+        c.start_mlflow()
+        c.start_ray("node", NODE)
+        c.auth = c.probe(nodes=2)
+        (c.root / "auth.json").write_text(json.dumps(c.auth))
+        yield c
+    finally:
+        c.teardown()
+
+
+# ---- the study, with both drills ----------------------------------------------------------------------
+def snapshot(db: Path) -> dict[str, dict]:
+    """Trial id -> its MLflow run as the server's store holds it now (read-only, straight from SQLite)."""
+    if not db.exists():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            runs = con.execute("SELECT r.run_uuid, r.status, t.value FROM runs r JOIN tags t "
+                               "ON t.run_uuid = r.run_uuid AND t.key = 'nerlab.trial'").fetchall()
+            nodes = dict(con.execute("SELECT run_uuid, value FROM tags WHERE key = ?", (WORKER_NODES,)))
+            steps: dict[str, list[int]] = {}
+            for run_id, step in con.execute("SELECT run_uuid, step FROM metrics WHERE key = 'val/micro_f1'"):
+                steps.setdefault(run_id, []).append(step)
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+        return {}
+    return {trial: {"run_id": rid, "status": status, "nodes": nodes.get(rid, ""),
+                    "steps": sorted(steps.get(rid, []))} for rid, status, trial in runs}
+
+
+@dataclass
+class StudyRun:
+    returncode: int
+    log: str
+    summary: dict | None
+    out: Path
+    outage: dict
+    node_loss: dict
+    seen_nodes: set[str]
+
+
+def write_spec(folder: Path, tracking_uri: str) -> Path:
+    spec = {
+        "name": STUDY, "task": "nested",
+        "data": {"synth": {"sentences": 200, "seed": 0}},
+        "model": {"max_length": 64},
+        "train": {"epochs": EPOCHS, "batch_size": 16, "lr": 3.0e-3, "patience": EPOCHS + 1},
+        "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"], "variance_penalty": [0.0, 5.0],
+                   "seeds": [1]},
+        # 0.6 CPU per worker on 1-CPU nodes: a trial's two workers never fit on one node, and only one
+        # trial fits at a time (a second one would only wait, its worker-group start timing out each 60 s).
+        "resources": {"workers_per_trial": 2, "cpus_per_worker": 0.6, "trial_cpus": 0.1, "max_concurrent": 1,
+                      "max_failures": 3, "trial_retries": 2},
+        "tracking": {"tracking_uri": tracking_uri},
+        "ray_address": f"{HEAD}:{GCS_PORT}",
+    }
+    path = folder / f"{STUDY}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(cluster) -> StudyRun:
+    out = cluster.root / "out"
+    spec = write_spec(cluster.root, cluster.tracking_uri)
+    log_path = cluster.root / "driver.log"
+    driver = cluster.popen_in("head", sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec),
+                              "--output", str(out), "--json", env=cluster.env(), log=log_path, cwd=cluster.root)
+    seen: set[str] = set()
+    deadline = time.monotonic() + STUDY_BUDGET_S
+
+    def wait_for(what: str, cond) -> tuple[str, dict, dict]:
+        while time.monotonic() < deadline:
+            snap = snapshot(cluster.db)
+            for t in snap.values():
+                seen.update(n for n in t["nodes"].split(",") if n)
+            for trial, t in snap.items():
+                if cond(trial, t):
+                    return trial, t, snap
+            if driver.poll() is not None:
+                break
+            time.sleep(0.5)
+        driver.kill()
+        pytest.fail(f"no trial {what} (driver exit code {driver.poll()}):\n{log_path.read_text()[-6000:]}")
+
+    # Drill 1: the MLflow server goes away for OUTAGE_S while a trial is mid-way, and comes back.
+    trial, t, _ = wait_for("mid-way for the MLflow outage",
+                           lambda _, t: t["status"] == "RUNNING" and 1 <= len(t["steps"]) < EPOCHS)
+    down = time.time()
+    cluster.stop_mlflow()
+    time.sleep(OUTAGE_S)
+    cluster.start_mlflow()
+    up = time.time()  # /health answers again
+    outage = {"trial": trial, "run_id": t["run_id"], "steps_before": t["steps"], "down": down, "up": up}
+
+    # Drill 2: another trial mid-way with a worker on the second node: the node is lost (every process
+    # of it killed), and a spare node joins the cluster.
+    trial, t, _ = wait_for("mid-way on the second node",
+                           lambda tr, t: (tr != outage["trial"] and t["status"] == "RUNNING"
+                                          and NODE in t["nodes"].split(",") and 1 <= len(t["steps"]) <= EPOCHS - 2))
+    lost = time.time()
+    kill_ns(cluster.hosts.ns["node"])
+    cluster.start_ray("spare", SPARE)
+    node_loss = {"trial": trial, "run_id": t["run_id"], "nodes_before": t["nodes"], "steps_before": t["steps"],
+                 "lost": lost, "spare_up": time.time()}
+
+    try:
+        driver.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        pytest.fail(f"the study did not finish:\n{log_path.read_text()[-6000:]}")
+    log = log_path.read_text(errors="replace")
+    summary = None
+    start = log.rfind('{\n  "study"')
+    if start >= 0:
+        summary = json.loads(log[start:log.index("\n}", start) + 2])
+    for t in snapshot(cluster.db).values():
+        seen.update(n for n in t["nodes"].split(",") if n)
+    run = StudyRun(driver.returncode, log, summary, out, outage, node_loss, seen)
+    (cluster.root / "observed.json").write_text(json.dumps(  # for people reading a failed run
+        {"returncode": run.returncode, "summary": summary, "outage": outage, "node_loss": node_loss,
+         "seen_nodes": sorted(seen), "final": snapshot(cluster.db),
+         "log": {"http_retries": log.count("Retrying (Retry("), "job_restarts": log.count("[FailurePolicy] RETRY"),
+                 "trial_errors": log.count("Trial task failed")}}, indent=2))
+    return run
+
+
+def trial_runs(cluster):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{cluster.db}")  # the server's own store, read directly
+    exp = client.get_experiment_by_name(STUDY)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("nerlab.study_run")]
+    trials = {r.data.tags["nerlab.trial"]: r for r in runs if r.data.tags.get("nerlab.trial")}
+    assert len(trials) == len([r for r in runs if r.data.tags.get("nerlab.trial")]), "two runs for one trial"
+    return client, exp, parents, trials
+
+
+def epochs_logged(client, run) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/micro_f1"))
+
+
+# ---- the tests ----------------------------------------------------------------------------------------
+@pytest.mark.timeout(STUDY_BUDGET_S + 240)  # includes starting the cluster and running the whole study
+def test_study_places_workers_on_both_nodes_and_logs_everything_through_the_server(cluster, study):
+    assert study.returncode == 0, study.log[-6000:]
+    assert study.summary is not None and study.summary["trials"] == 4 and study.summary["errors"] == 0
+    client, exp, parents, trials = trial_runs(cluster)
+    assert len(parents) == 1 and len(trials) == 4  # one MLflow run per trial, retried trials included
+    for trial, r in trials.items():
+        assert r.info.status == "FINISHED", trial
+        assert epochs_logged(client, r) == list(range(1, EPOCHS + 1)), trial
+        nodes = r.data.tags[WORKER_NODES].split(",")
+        assert len(nodes) == 2 and len(set(nodes)) == 2, f"{trial}: both workers on one node ({nodes})"
+    assert {HEAD, NODE} <= study.seen_nodes  # the study used both nodes of the cluster it was given
+    # Artifacts went through the server into its --artifacts-destination; none is on the driver's side.
+    for r in [*trials.values(), parents[0]]:
+        assert r.info.artifact_uri.startswith("mlflow-artifacts:/"), r.info.artifact_uri
+    for r in trials.values():
+        stored = cluster.artifacts / exp.experiment_id / r.info.run_id / "artifacts"
+        for path in ("model/model.safetensors", "model/nerlab_model.json", "config/resolved_spec.yaml",
+                     "predictions/val.txt", "reports/test_report.json"):
+            assert (stored / path).is_file(), f"{stored / path} missing"
+    leaderboard = cluster.artifacts / exp.experiment_id / parents[0].info.run_id / "artifacts" / "leaderboard"
+    assert (leaderboard / "leaderboard.csv").is_file()
+    assert not (study.out / "mlflow.db").exists() and not (study.out / "mlflow-server.url").exists()
+    for name in ("mlartifacts", "mlruns", "mlflow.db"):
+        assert not list(study.out.rglob(name)), f"{name} under the driver's output folder"
+
+
+@pytest.mark.timeout(600)
+def test_mlflow_server_outage_loses_no_epoch(cluster, study):
+    """The server was down OUTAGE_S seconds while a trial was mid-way: the trial's later epochs reached
+    MLflow once it was back (the clients retry), in the same run, each epoch once."""
+    assert study.returncode == 0, study.log[-6000:]
+    o = study.outage
+    assert len(o["steps_before"]) < EPOCHS  # stopped while the trial still had epochs to log
+    client, _, _, trials = trial_runs(cluster)
+    r = trials[o["trial"]]
+    assert r.info.run_id == o["run_id"] and r.info.status == "FINISHED"
+    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
+    # An epoch logged while the server was down (its timestamp is taken by the client when it logs)
+    # is in the store now: the drill did hit a client, and what it logged arrived afterwards.
+    during = [m.step for m in history if o["down"] * 1000 <= m.timestamp <= o["up"] * 1000]
+    assert during, f"no epoch of {o['trial']} was logged during the outage: the drill tested nothing"
+    for other in trials.values():  # and nothing missing anywhere else either
+        assert epochs_logged(client, other) == list(range(1, EPOCHS + 1))
+        assert "best/val/micro_f1" in other.data.metrics and "test/micro_f1" in other.data.metrics
+
+
+@pytest.mark.timeout(600)
+def test_lost_node_trial_is_retried_on_the_nodes_left(cluster, study):
+    """The second node died under a running trial: the trial ran again elsewhere (head + spare) and
+    finished in its one MLflow run with every epoch logged once."""
+    assert study.returncode == 0, study.log[-6000:]
+    n = study.node_loss
+    assert NODE in n["nodes_before"].split(",")
+    client, _, _, trials = trial_runs(cluster)
+    r = trials[n["trial"]]
+    assert r.info.run_id == n["run_id"] and r.info.status == "FINISHED"
+    after = r.data.tags[WORKER_NODES].split(",")
+    assert NODE not in after and set(after) == {HEAD, SPARE}, after
+    assert epochs_logged(client, r) == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.timeout(300)
+def test_token_authentication_guards_the_cluster(cluster, study):
+    """The nodes joined with the token; a request or a driver without it is refused."""
+    auth = cluster.auth
+    assert auth["with_token"] == 200
+    assert auth["without_token"] in (401, 403) and auth["wrong_token"] in (401, 403), auth
+    assert [a for a, _ in auth["nodes"]] == [HEAD, NODE] and all(cpu == 1 for _, cpu in auth["nodes"])
+    p = cluster.wrong_token
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a driver with a wrong token neither connected nor gave up")
+    log = (cluster.root / "wrong-token.log").read_text(errors="replace")
+    assert p.returncode != 0 and "CONNECTED" not in log
+    assert "InvalidAuthToken" in log or "Unauthenticated" in log, log[-3000:]

@@ -55,7 +55,9 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                  "steady-state tokens/s (`bench_train_loop.py`)")]
     s = load(folder, "study")
     if s:
-        share = "not reached" if s["search_share"] is None else f"**{s['search_share']:.2f}**"
+        n = len(s.get("searches", [])) or 1
+        share = (f"**{s['search_share']:.2f}** median, {s.get('search_share_max', s['search_share']):.2f} worst "
+                 f"over {n} sampler seed(s)")
         out += [("fixed cost per trial", f"{s['trial_overhead_s']:.1f} s (+{s['trial_epoch_s']:.1f} s/epoch)",
                  "trial run duration = a + b x epochs from 1- and 3-epoch one-trial studies (`bench_study.py`)"),
                 ("fixed cost per study", f"{s['study_overhead_s']:.1f} s",
@@ -66,7 +68,8 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                  "wall time (`bench_study.py`)"),
                 ("search efficiency (Optuna + ASHA)", f"{share} of the grid's epochs (target <= 0.40)",
                  f"epochs trained, in completion order, until a trial is within 1 F1 point of the grid's best; "
-                 f"{s['search_trials']} TPE samples, {s['search_stopped_early']} stopped early (`bench_study.py`)")]
+                 f"{s['search_trials']} TPE samples per search, {s['search_stopped_early']} trials stopped early in all "
+                 "(`bench_study.py`)")]
     g = load(folder, "gpu")
     if g:
         for row in g["rows"]:

@@ -5,7 +5,8 @@ bootstrap sample draws the sentences with replacement; each trial's micro-F1 is 
 from its per-sentence counts (true positives, predicted and gold entities), each configuration scores the
 mean over its seeds, and the probability that the winner is really better is the share of samples where
 it stays ahead (ties count half). The predictions are the trials' logged ``predictions/val.txt``; the
-gold sentences are the validation file the trials read (their ``inputs.val`` param), or ``gold``.
+gold sentences are the validation file the trials read (their ``inputs.val`` param) where this machine
+has it, else the copy logged on the study's parent run (``gold/val.txt``), or ``gold``.
 
 Registration: the chosen trial's ``model`` artifact folder becomes a new version of a registered model in
 the MLflow Model Registry, and the alias (``champion``) moves to it; earlier versions stay as they are.
@@ -138,6 +139,18 @@ def _counts_for(client, run_ids: list[str], split: str, gold: list[Sentence], ta
     return out
 
 
+def _gold_file(client, parent_run_id: str, run_id: str, split: str, tmp: Path) -> str | None:
+    """The gold file of ``split``: the path the trial read where this machine has it, else the copy the study
+    logged on its parent run (``gold/val.txt``)."""
+    local = client.get_run(run_id).data.params.get(f"inputs.{split}")
+    if local and Path(local).is_file():
+        return local
+    try:
+        return client.download_artifacts(parent_run_id, f"gold/{split}.txt", str(tmp / "gold"))
+    except Exception:  # an older study, or a split the study does not log
+        return None
+
+
 def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: str = "val/micro_f1",
            gold: str | None = None, samples: int = 2000, seed: int = 0) -> Choice:
     """The champion configuration (best mean over seeds), its best trial, and the bootstrap against #2."""
@@ -172,12 +185,13 @@ def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: s
         choice.notes.append(f"no bootstrap for {key!r} (it needs a micro-F1 over sentences)")
         return choice
     task = trials["task"].dropna().iloc[0] if trials["task"].notna().any() else "nested"
-    gold_path = gold or client.get_run(run_id).data.params.get(f"inputs.{split}")
-    if not gold_path or not Path(gold_path).is_file():
-        choice.notes.append(f"no bootstrap: the gold {split} file {gold_path!r} is not on this machine (give --gold)")
-        return choice
-    gold_sentences = read_file(gold_path, task=task)
     with tempfile.TemporaryDirectory() as d, quiet_downloads():
+        gold_path = gold or _gold_file(client, parent_run_id, run_id, split, Path(d))
+        if not gold_path:
+            choice.notes.append(f"no bootstrap: no gold {split} file on this machine or in the study's "
+                                f"artifacts (give --gold)")
+            return choice
+        gold_sentences = read_file(gold_path, task=task)
         a = _counts_for(client, _config_runs(trials, best), split, gold_sentences, task, Path(d))
         b = _counts_for(client, _config_runs(trials, second), split, gold_sentences, task, Path(d))
     boot = paired_bootstrap(a, b, samples=samples, seed=seed)

@@ -95,9 +95,13 @@ class EpochStats:
 
 
 def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg: TrainConfig,
-                device: torch.device, autocast_dtype=None, step_hook: Callable[[int], None] | None = None
-                ) -> EpochStats:
-    """One pass over ``batches``; returns mean loss, mean penalty and mean per-task losses."""
+                device: torch.device, autocast_dtype=None, step_hook: Callable[[int], None] | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> EpochStats:
+    """One pass over ``batches``; returns mean loss, mean penalty and mean per-task losses.
+
+    With fp16 autocast pass an enabled ``scaler``: the loss is scaled before backward and steps with
+    inf/NaN gradients are skipped (bf16 and fp32 need none)."""
+    scaled = scaler is not None and scaler.is_enabled()
     model.train()
     stats = EpochStats()
     # Sums stay on the device: reading a loss back every step would stall a GPU's queue.
@@ -108,10 +112,18 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
             losses = task_losses(model, batch, loss, device)
         total, penalty = multitask_loss(losses, cfg.variance_penalty)
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        if scaled:
+            scaler.scale(total).backward()
+            scaler.unscale_(opt)  # clip the true gradients
+        else:
+            total.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        if scaled:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         sched.step()
         detached = losses.detach()
         task_sum = detached if task_sum is None else task_sum + detached

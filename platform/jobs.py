@@ -19,6 +19,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nerlab.platform import tracking as T
+from nerlab.platform.cli import UsageError
 from nerlab.platform.prepare import Inputs, prepare
 from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.train_loop import Job, train_fn_per_worker
@@ -55,6 +56,38 @@ def connect_ray(address: str | None = None, **kwargs) -> None:
     os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
              runtime_env={"env_vars": env}, **kwargs)
+
+
+def local_capacity() -> dict[str, float]:
+    """What a job can be given: the running Ray's resources, else what a local Ray would start with."""
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+
+
+def check_fits(resources, overhead_cpus: float, address: str | None, where: str) -> None:
+    """Refuse, before anything starts, a job whose workers the local machine can never hold at once.
+
+    Ray Train would otherwise wait for the placement group and fail the job (every trial of a study) a
+    minute later. On a cluster, whose autoscaler may add nodes, this is left to Ray.
+    """
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    have = local_capacity()
+    gpu = resources.use_gpu if resources.use_gpu is not None else have.get("GPU", 0) >= 1
+    need = {"CPU": resources.workers * resources.cpus_per_worker + overhead_cpus}
+    if gpu:
+        need["GPU"] = resources.workers * resources.gpus_per_worker
+    for kind, amount in need.items():
+        if amount > have.get(kind, 0) + 1e-9:
+            parts = f"{resources.workers} worker(s) x {resources.cpus_per_worker:g}" if kind == "CPU" else \
+                f"{resources.workers} worker(s) x {resources.gpus_per_worker:g}"
+            extra = f" + {overhead_cpus:g} for the trial" if kind == "CPU" and overhead_cpus else ""
+            raise UsageError(f"{where}: one job needs {amount:g} {kind} ({parts}{extra}) but this machine's "
+                             f"Ray has {have.get(kind, 0):g}; lower the workers or the {kind}s per worker")
 
 
 def free_port() -> int:
@@ -113,11 +146,12 @@ def run_job(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str, stora
     return build_trainer(job, storage, name, callbacks).fit()
 
 
-def train(spec: RunSpec, workers: int | None = None) -> JobResult:
+def train(spec: RunSpec, workers: int | None = None, source: str = "spec") -> JobResult:
     """``nerlab train``: one job, its own MLflow run, the model folder under the output folder."""
     if workers is not None:
         spec = replace(spec, resources=replace(spec.resources, workers=workers))
     out = Path(spec.output)
+    check_fits(spec.resources, 0.0, spec.ray_address, f"{source}: resources")
     inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
     uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
     client, run = open_run(spec, inputs, f"{spec.name}@{out}", uri, artifacts,

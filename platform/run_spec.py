@@ -140,7 +140,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: Resources = field(default_factory=Resources)
     tracking: Tracking = field(default_factory=Tracking)
-    precision: str = "auto"  # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16 | fp16
     output: str | None = None  # default: runs/<name> under the current folder
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
 
@@ -149,8 +149,8 @@ class RunSpec:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
         if self.model.flat_decoding == "flat_head" and not self.model.flat_head:
             raise ValueError("model.flat_decoding 'flat_head' needs model.flat_head: true")
 

@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from nerlab.platform import mlflow_server
 from nerlab.platform import tracking as T
-from nerlab.platform.jobs import connect_ray, finish_job, open_run, run_job
+from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
 from nerlab.platform.prepare import Inputs, prepare_data, prepare_plm, validate_files
 from nerlab.platform.run_spec import LossConfig, RunSpec
 from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec, load_study_spec
@@ -28,6 +28,7 @@ from nerlab.platform.typed import SpecError, from_dict
 METRIC = "val_micro_f1"
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
 STUDY_FILE = "study.yaml"
+GOLD_DIR = "gold"  # the parent run's copy of the gold validation file (for the bootstrap in select)
 STUDY_TAG, TRIAL_TAG, PARENT_TAG = "nerlab.study", "nerlab.trial", "nerlab.study_run"
 
 
@@ -191,9 +192,21 @@ def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool
     )
 
 
-def run_study(spec: StudySpec, resume: bool = False) -> dict:
+def _log_as(client, run_id: str, path: str, artifact: str) -> None:
+    """Log file ``path`` as ``artifact`` (a path in the run's artifacts), whatever the file's own name."""
+    import shutil
+    import tempfile
+
+    folder, name = artifact.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as d:
+        shutil.copyfile(path, Path(d) / name)
+        client.log_artifact(run_id, str(Path(d) / name), folder)
+
+
+def run_study(spec: StudySpec, resume: bool = False, source: str = "spec") -> dict:
     """Run (or resume) a study to the end; returns a summary with the leaderboard's best row."""
     out = Path(spec.output)
+    check_fits(spec.base_run().resources, spec.resources.trial_cpus, spec.ray_address, f"{source}: resources")
     ctx = _prepare_inputs(spec)  # bad data or PLMs fail here, before the output folder exists
     out.mkdir(parents=True, exist_ok=True)
     (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
@@ -210,6 +223,8 @@ def run_study(spec: StudySpec, resume: bool = False) -> dict:
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), "config")
+            # The gold validation file travels with the study, so `nerlab select` can bootstrap anywhere.
+            _log_as(client, parent.info.run_id, ctx["data"]["val"], f"{GOLD_DIR}/val.txt")
         ctx.update(spec=spec.to_dict(), tracking_uri=uri, output=str(out), local_server=uri != store_uri,
                    experiment=spec.tracking.experiment or spec.name,
                    parent_run_id=parent.info.run_id, storage=str(out / "ray-train"))

@@ -75,8 +75,11 @@ def _corpus(path: str, task: str, tokenizer, tok_key: str, schema: LabelSchema, 
 
 
 def _autocast_dtype(precision: str, device: torch.device):
+    """Autocast dtype on a GPU (fp16 trains with a gradient scaler); CPU jobs always run fp32."""
     if device.type != "cuda" or precision == "fp32":
         return None
+    if precision == "fp16":
+        return torch.float16
     if precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
@@ -110,19 +113,22 @@ def _gather_loss(model, windows, cfg, loss_spec, pad_id: int, device, dtype) -> 
     return float(sums[0] / sums[1].clamp(min=1))
 
 
-def _save_checkpoint(folder: Path, model, opt, sched, state: LoopState, best: dict | None) -> None:
+def _save_checkpoint(folder: Path, model, opt, sched, scaler, state: LoopState, best: dict | None) -> None:
     save_model(model, str(folder / "model.safetensors"))
     if best is not None:
         save_file(best, str(folder / "best.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, folder / "optim.pt")
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict()},
+               folder / "optim.pt")
     (folder / STATE_FILE).write_text(json.dumps(asdict(state)))
 
 
-def _load_checkpoint(folder: Path, model, opt, sched, device) -> tuple[LoopState, dict | None]:
+def _load_checkpoint(folder: Path, model, opt, sched, scaler, device) -> tuple[LoopState, dict | None]:
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
     optim = torch.load(folder / "optim.pt", map_location=device, weights_only=True)
     opt.load_state_dict(optim["optimizer"])
     sched.load_state_dict(optim["scheduler"])
+    if optim.get("scaler"):
+        scaler.load_state_dict(optim["scaler"])
     best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
     return LoopState(**json.loads((folder / STATE_FILE).read_text())), best
 
@@ -191,10 +197,11 @@ def train_fn_per_worker(config: dict) -> None:
     steps_per_epoch = len(shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed, cfg.bucket_batches),
                                 rank, world, even=True))
     opt, sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     state, best = LoopState(), None
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state, best = _load_checkpoint(Path(d), model, opt, sched, device)
+            state, best = _load_checkpoint(Path(d), model, opt, sched, scaler, device)
         if best is None and state.best_epoch == state.epoch:  # the checkpointed weights are the best
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -207,7 +214,9 @@ def train_fn_per_worker(config: dict) -> None:
     if world > 1:
         dist.all_gather_object(nodes, nodes[0])
     if log:
-        T.set_tags(log.client, log.run_id, {"nerlab.worker_nodes": ",".join(nodes)})
+        T.set_tags(log.client, log.run_id, {"nerlab.worker_nodes": ",".join(nodes),
+                                            "nerlab.device": device.type,
+                                            "nerlab.precision": str(dtype).removeprefix("torch.") if dtype else "fp32"})
         for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
             log.epoch(entry)
 
@@ -220,7 +229,7 @@ def train_fn_per_worker(config: dict) -> None:
                       rank, world, even=True)
         batches = (b for _, b in iter_batches(train_w, order, pad, schema.num_heads))
         lr = sched.get_last_lr()[0]
-        stats = train_epoch(ddp, batches, opt, sched, loss_spec, cfg, device, dtype)
+        stats = train_epoch(ddp, batches, opt, sched, loss_spec, cfg, device, dtype, scaler=scaler)
         tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(tokens)
@@ -236,21 +245,21 @@ def train_fn_per_worker(config: dict) -> None:
             state.bad_epochs += 1
         state.epoch, state.stopped = epoch, state.bad_epochs >= cfg.patience
         state.history.append(entry)
-        _report_epoch(rank, entry, state, model, opt, sched, best)
+        _report_epoch(rank, entry, state, model, opt, sched, scaler, best)
         if log:
             log.epoch(entry)
 
     _finish(job, rank, model, tokenizer, best, state, val_s, val_w, device, dtype, log, tb_root)
 
 
-def _report_epoch(rank, entry, state: LoopState, model, opt, sched, best) -> None:
+def _report_epoch(rank, entry, state: LoopState, model, opt, sched, scaler, best) -> None:
     """Checkpoint (rank 0 writes) and report; every rank reports once per epoch."""
     metrics = {"epoch": entry["epoch"], "val_micro_f1": entry["metrics"][T.VAL_F1],
                "train_loss": entry["metrics"][T.TRAIN_LOSS], "final": False}
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
-            _save_checkpoint(Path(d), model, opt, sched, state, None if state.best_epoch == state.epoch else best)
+            _save_checkpoint(Path(d), model, opt, sched, scaler, state, None if state.best_epoch == state.epoch else best)
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(metrics, checkpoint=ckpt)
 

@@ -8,4 +8,4 @@ def register(sub) -> None:
     train.register(sub)
     study.register(sub)
     results.register(sub)
-    results.register_ui(sub)  # `ui` with --store (supersedes study.register_ui)
+    results.register_ui(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def cmd_run(args) -> int:
@@ -10,7 +11,7 @@ def cmd_run(args) -> int:
     from nerlab.platform.study_spec import load_study_spec
 
     spec = load_study_spec(args.spec, smoke_mode=args.smoke, output=args.output)
-    summary = run_study(spec)
+    summary = run_study(spec, source=args.spec)
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
@@ -18,7 +19,10 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from nerlab.platform.study import load_saved_study, run_study
 
-    summary = run_study(load_saved_study(args.study), resume=True)
+    from nerlab.platform.study import STUDY_FILE
+
+    spec = load_saved_study(args.study)
+    summary = run_study(spec, resume=True, source=str(Path(spec.output) / STUDY_FILE))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
@@ -46,6 +50,8 @@ def _summary(summary: dict, as_json: bool) -> None:
     print(f"study {summary['study']}: {summary['trials']} trials, {summary['errors']} failed")
     if "best_config" in summary:
         print(f"best: {summary['best_config']} (val micro-F1 {summary['best_val_f1']:.4f})")
+    if summary.get("report"):
+        print(f"report: {summary['report']}")
     print(f"browse it: nerlab ui {summary['output']}")
 
 
@@ -67,34 +73,3 @@ def register(sub) -> None:
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_status)
 
-
-def cmd_ui(args) -> int:
-    """The MLflow UI over a study's (or run's) store, on 127.0.0.1 unless --host says otherwise."""
-    from pathlib import Path
-
-    from nerlab.platform import mlflow_server
-    from nerlab.platform.cli import UsageError
-
-    folder = Path(args.target) if Path(args.target).is_dir() else Path("runs") / args.target
-    db = folder / "mlflow.db"
-    if not db.is_file():
-        raise UsageError(f"{args.target}: no MLflow store found (looked for {db.resolve()})")
-    proc, url = mlflow_server.start(f"sqlite:///{db.resolve()}", None, host=args.host, port=args.port)
-    print(f"MLflow UI on {url}  (Ctrl-C to stop)", flush=True)
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        mlflow_server.stop(proc)
-    return 0
-
-
-def register_ui(sub) -> None:
-    from nerlab.platform.cli import port_number
-
-    u = sub.add_parser("ui", help="browse a study's runs in the MLflow UI (127.0.0.1)")
-    u.add_argument("target", nargs="?", default="demo", help="study name (under ./runs) or output folder")
-    u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=port_number, default=5000)
-    u.set_defaults(fn=cmd_ui)

@@ -17,7 +17,7 @@ def cmd_train(args) -> int:
     spec = load_run_spec(args.spec, overrides, smoke=args.smoke)
     if args.epochs is not None:
         spec = replace(spec, train=replace(spec.train, epochs=args.epochs))
-    result = train(spec, workers=args.workers)
+    result = train(spec, workers=args.workers, source=args.spec)
     if args.json:
         print(json.dumps(asdict(result), indent=2))
     else:

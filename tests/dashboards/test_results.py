@@ -183,6 +183,27 @@ def test_bootstrap_on_the_studys_predictions(study, tmp_path):
     assert 0.0 <= ab <= 1.0 and ab + ba == pytest.approx(1.0)
 
 
+def test_select_bootstraps_from_the_studys_gold_copy_on_another_machine(study, champion, tmp_path):
+    """The study logs its gold validation file on the parent run; where the trials' own path is missing (another
+    machine), select downloads that copy and reaches the same answer."""
+    from nerlab.dashboards.select import choose
+
+    answer, _ = champion
+    _, best_run, _ = expected_champion(study)
+    val = Path(best_run.data.params["inputs.val"])
+    client = study.client()
+    logged = Path(client.download_artifacts(study.parent_run_id, "gold/val.txt", str(tmp_path)))
+    assert logged.read_bytes() == val.read_bytes()
+    hidden = val.with_name(val.name + ".hidden")
+    val.rename(hidden)
+    try:
+        choice = choose(client, study.experiment_id, study.parent_run_id, "dash")
+    finally:
+        hidden.rename(val)
+    assert choice.sentences == answer["choice"]["sentences"] > 0
+    assert choice.p_better == answer["choice"]["p_better"] and choice.delta == answer["choice"]["delta"]
+
+
 # ---- predict -------------------------------------------------------------------------------------------------
 def test_predict_with_the_champion_scores_as_the_trials_logged_test_f1(study, champion, capsys, tmp_path):
     _, name = champion

@@ -125,3 +125,43 @@ def test_select_by_val_loss_restores_the_lowest_validation_loss(synth_dir: Path,
     losses = [h["val_loss"] for h in history]
     assert sum(totals) / len(totals) == pytest.approx(min(losses), rel=1e-5)
     assert len(set(round(v, 6) for v in losses)) > 1  # the choice was a real one
+
+
+def test_fp16_gradient_scaling_is_exact_and_skips_overflowing_steps(synth_dir: Path, tiny_plm: Path) -> None:
+    """fp16 autocast trains through a GradScaler (GPUs without bf16). A power-of-two scale cancels exactly, so
+    two large scales give the same steps (unscaled fp16 does not: tiny gradients underflow to zero); a scale
+    that overflows the loss skips the step (weights unchanged) and shrinks the scale, as torch's scaler
+    promises. Run on the CPU, whose autocast has float16 too."""
+    from nerlab.models.encoding import bucketed_batches, iter_batches
+    from nerlab.models.training import train_epoch
+
+    tok = AutoTokenizer.from_pretrained(tiny_plm)
+    schema = LabelSchema.wojood("nested")
+    windows = encode(read_file(synth_dir / "train.txt")[:48], tok, schema, 64)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, variance_penalty=5.0)
+    order = bucketed_batches([len(w) for w in windows], cfg.batch_size, 0, cfg.bucket_batches)
+    cpu = torch.device("cpu")
+
+    def run(scaler):
+        seed_everything(0)  # same weights and the same dropout draws in every run
+        model = MultiTaskTagger.from_plm(str(tiny_plm), schema, TaggerConfig(plm=str(tiny_plm), max_length=64))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)  # Adam would turn an underflowed 1e-8 into a full step
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        batches = (b for _, b in iter_batches(windows, order, tok.pad_token_id, schema.num_heads))
+        stats = train_epoch(model, batches, opt, sched, UNIFIED, cfg, cpu, torch.float16, scaler=scaler)
+        return before, model.state_dict(), stats
+
+    _, plain, plain_stats = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1000))
+    _, scaled, scaled_stats = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 14, growth_interval=1000))
+    assert scaled_stats.steps == plain_stats.steps == len(order)
+    assert scaled_stats.loss == pytest.approx(plain_stats.loss, rel=1e-6)
+    for k in plain:
+        torch.testing.assert_close(scaled[k], plain[k], rtol=1e-4, atol=1e-5)  # fp16 gradients that underflow at one scale
+
+    overflow = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    before, after, _ = run(overflow)
+    assert overflow.get_scale() < 2.0 ** 127  # every overflowing step halved it
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    steps_skipped = overflow.get_scale() == 2.0 ** (127 - len(order))
+    assert steps_skipped and not changed

@@ -36,6 +36,9 @@ class JobResult:
     model_dir: str | None
 
 
+LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
 def connect_ray(address: str | None = None, **kwargs) -> None:
     """Join the named cluster (or RAY_ADDRESS); else start a local Ray with this machine's CPUs/GPUs.
 
@@ -52,6 +55,11 @@ def connect_ray(address: str | None = None, **kwargs) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, **kwargs)
         return
+    # One machine: no spot preemption to watch for (the watcher is one more actor per job), and a
+    # finished worker group is noticed after 0.5 s instead of 2 s (Ray's defaults suit clusters).
+    env.update(LOCAL_TRAIN_ENV)
+    for k, v in LOCAL_TRAIN_ENV.items():
+        os.environ.setdefault(k, v)
     port = kwargs.pop("dashboard_port", None) or free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,

@@ -57,9 +57,9 @@ def connect_ray(address: str | None = None, **kwargs) -> None:
         return
     # One machine: no spot preemption to watch for (the watcher is one more actor per job), and a
     # finished worker group is noticed after 0.5 s instead of 2 s (Ray's defaults suit clusters).
-    env.update(LOCAL_TRAIN_ENV)
+    # A value the user has set wins, in this process and in every worker alike.
     for k, v in LOCAL_TRAIN_ENV.items():
-        os.environ.setdefault(k, v)
+        env[k] = os.environ.setdefault(k, v)
     port = kwargs.pop("dashboard_port", None) or free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,

@@ -58,8 +58,8 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
         n = len(s.get("searches", [])) or 1
         share = (f"**{s['search_share']:.2f}** median, {s.get('search_share_max', s['search_share']):.2f} worst "
                  f"over {n} sampler seed(s)")
-        out += [("fixed cost per trial", f"{s['trial_overhead_s']:.1f} s (+{s['trial_epoch_s']:.1f} s/epoch"
-                 + (f", {s['trial_train_epoch_s']:.1f} s of it training steps)" if "trial_train_epoch_s" in s else ")"),
+        out += [("fixed cost per trial", f"{s['trial_overhead_s']:.1f} s (+{s['trial_epoch_s']:.1f} s/epoch, "
+                 f"{s['trial_train_epoch_s']:.1f} s of it training steps)",
                  "trial run duration = a + b x epochs from 1- and 5-epoch one-trial studies (`bench_study.py`)"),
                 ("fixed cost per study", f"{s['study_overhead_s']:.1f} s",
                  "1-trial study wall time minus its trial (Ray, MLflow server, data, Tune) (`bench_study.py`)"),

@@ -150,6 +150,23 @@ def _prepare_inputs(spec: StudySpec) -> dict:
     return {"data": {"train": train, "val": val, "test": test}, "plms": plms}
 
 
+def _asha(spec: StudySpec):
+    """ASHA with every rung strictly before the last epoch, or None when no such rung exists.
+
+    A trial that reached its last epoch always finishes (test scores, model): a rung at the last epoch
+    or at the final report would cut it at the end of its training and call it stopped early. ASHA puts
+    rungs at grace x factor^k up to and including max_t, so max_t = epochs - 1; stop_last_trials=False
+    lets trials run past max_t.
+    """
+    asha, last = spec.scheduler.asha, spec.train.epochs - 1
+    if asha is None or asha.grace_period > last:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=last, grace_period=asha.grace_period,
+                         reduction_factor=asha.reduction_factor, stop_last_trials=False)
+
+
 def _searcher(spec: StudySpec, out: Path):
     if spec.search.mode != "optuna":
         return None
@@ -172,15 +189,7 @@ def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool
     path = out / "tune" / spec.name
     if restore:
         return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_errored=True)
-    scheduler = None
-    if spec.scheduler.asha:
-        from ray.tune.schedulers import ASHAScheduler
-
-        # max_t above the job's last report (epochs + the final test report): reaching max_t makes Tune
-        # stop the trial, which would cut the job's own orderly shutdown short.
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs + 2,
-                                  grace_period=min(spec.scheduler.asha.grace_period, spec.train.epochs),
-                                  reduction_factor=spec.scheduler.asha.reduction_factor)
+    scheduler = _asha(spec)
     searcher = _searcher(spec, out)
     return tune.Tuner(
         trainable, param_space=space,

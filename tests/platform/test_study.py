@@ -93,6 +93,8 @@ def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
     assert stopped, "ASHA stopped no trial"
     for r in stopped:  # stopped before the last epoch: fewer epochs logged than the full 4
         assert len(client.get_metric_history(r.info.run_id, "val/micro_f1")) < 4
+    for r in trials:  # a trial is either stopped early or finished with its test score, never both
+        assert (r.data.tags.get("nerlab.stopped_early") == "true") != ("test/micro_f1" in r.data.metrics)
     import optuna
 
     study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{out / 'optuna.db'}")

@@ -11,13 +11,7 @@ import sys
 from pathlib import Path
 
 from nerlab.models.wojood import DataError
-
-
-class UsageError(ValueError):
-    """Bad input found before anything started; reported on one line with exit code 2."""
-
-
-from nerlab.platform.typed import SpecError, redact_text  # noqa: E402
+from nerlab.platform.typed import SpecError, UsageError, redact_text
 
 BAD_INPUT = (UsageError, DataError, SpecError, FileNotFoundError)
 
@@ -178,7 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum, frame):
+    """SIGTERM ends a command like Ctrl-C does: cleanups run, servers and Ray stop with it."""
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         args = build_parser().parse_args(argv)
         return args.fn(args)

@@ -10,20 +10,22 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
 import ray.train
+import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from nerlab.platform import ownership
 from nerlab.platform import tracking as T
-from nerlab.platform.cli import UsageError
-from nerlab.platform.prepare import Inputs, prepare
+from nerlab.platform.prepare import Inputs, check_store, check_writable, prepare, validate_files
 from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.train_loop import Job, train_fn_per_worker
-from nerlab.platform.typed import to_dict
+from nerlab.platform.typed import UsageError, to_dict
 
 
 @dataclass(frozen=True)
@@ -34,13 +36,15 @@ class JobResult:
     best_epoch: int
     epochs: int
     model_dir: str | None
+    finished_before: bool = False  # the job had finished earlier: nothing was trained
 
 
 LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
-def connect_ray(address: str | None = None, **kwargs) -> None:
+def connect_ray(address: str | None = None, **kwargs) -> bool:
     """Join the named cluster (or RAY_ADDRESS); else start a local Ray with this machine's CPUs/GPUs.
+    Returns whether this call connected (False: Ray was already up in this process).
 
     A local Ray gets its dashboard on 127.0.0.1 at a free port. The dashboard serves Ray's state API,
     which Train's placement-group cleaner asks whether a controller is still alive (a trial stopped by
@@ -48,13 +52,13 @@ def connect_ray(address: str | None = None, **kwargs) -> None:
     queries at this instance even when other Ray instances run on the machine.
     """
     if ray.is_initialized():
-        return
+        return False  # a caller's Ray (tests, a notebook): theirs to stop
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     env = {"RAY_TRAIN_V2_ENABLED": "1"}
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, **kwargs)
-        return
+        return True
     # One machine: no spot preemption to watch for (the watcher is one more actor per job), and a
     # finished worker group is noticed after 0.5 s instead of 2 s (Ray's defaults suit clusters).
     # A value the user has set wins, in this process and in every worker alike.
@@ -64,6 +68,7 @@ def connect_ray(address: str | None = None, **kwargs) -> None:
     os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
              runtime_env={"env_vars": env}, **kwargs)
+    return True
 
 
 def local_capacity() -> dict[str, float]:
@@ -154,24 +159,72 @@ def run_job(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str, stora
     return build_trainer(job, storage, name, callbacks).fit()
 
 
-def train(spec: RunSpec, workers: int | None = None, source: str = "spec") -> JobResult:
-    """``nerlab train``: one job, its own MLflow run, the model folder under the output folder."""
+RUN_FILE = "run.yaml"  # the resolved spec of the job in its output folder
+
+
+def train(spec: RunSpec, workers: int | None = None, source: str = "spec", replace_old: bool = False) -> JobResult:
+    """``nerlab train``: one job, its own MLflow run, the model folder under the output folder.
+
+    The output folder is the job's identity: one driver at a time, a finished job is not trained again
+    (its result is returned), an interrupted one resumes from its last checkpoint, and a job whose spec
+    changed is refused unless ``replace_old`` archives the old folder.
+    """
     if workers is not None:
         spec = replace(spec, resources=replace(spec.resources, workers=workers))
     out = Path(spec.output)
     check_fits(spec.resources, 0.0, spec.ray_address, f"{source}: resources")
-    inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
     uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    client, run = open_run(spec, inputs, f"{spec.name}@{out}", uri, artifacts,
-                           spec.tracking.experiment or spec.name, reuse_finished=False)
-    run_id = run.info.run_id
-    connect_ray(spec.ray_address)
-    try:
-        result = run_job(spec, inputs, uri, run_id, str(out / "ray"), f"{spec.name}-{run_id[:8]}")
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    return finish_job(client, run_id, result, out / "model")
+    check_writable(out, f"{source}: output")
+    check_store(uri, f"{source}: tracking.tracking_uri")
+    if spec.data.synth is None:  # bad data fails before the output folder exists
+        validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    key, experiment = f"{spec.name}@{out}", spec.tracking.experiment or spec.name
+    with ExitStack() as stack:
+        stack.enter_context(ownership.FolderLock(out, f"training job {spec.name} ({out})"))
+        params = T.flatten(T.spec_params(spec))
+        saved = out / RUN_FILE
+        again = False
+        if saved.is_file():
+            diff = ownership.changes(T.flatten(yaml.safe_load(saved.read_text(encoding="utf-8"))), params)
+            if diff and not replace_old:
+                raise UsageError(f"{source}: {out} holds a job started with another spec ({diff}); give "
+                                 f"another --output, or add --replace to archive the old job and train anew")
+            if diff:
+                moved = ownership.archive(out)
+                stack.enter_context(ownership.FolderLock(out, f"training job {spec.name} ({out})"))
+                print(f"archived the old job to {moved}", flush=True)
+                again = True
+            else:
+                done = _finished_job(uri, experiment, key, out)
+                if done is not None:
+                    return done
+        inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
+        saved.write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True, sort_keys=False))
+        client, run = open_run(spec, inputs, key, uri, artifacts, experiment, reuse_finished=not again)
+        run_id = run.info.run_id
+        if connect_ray(spec.ray_address):
+            stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
+        try:
+            result = run_job(spec, inputs, uri, run_id, str(out / "ray"), f"{spec.name}-{run_id[:8]}")
+        except BaseException:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        return finish_job(client, run_id, result, out / "model")
+
+
+def _finished_job(uri: str, experiment: str, key: str, out: Path) -> JobResult | None:
+    """The result of this folder's job if it finished (its run FINISHED and its model folder there)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return None
+    client = T.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    run = None if exp is None else T.find_run(client, exp.experiment_id, "nerlab.job", key)
+    if run is None or run.info.status != "FINISHED" or not (out / "model").is_dir():
+        return None
+    m = run.data.metrics
+    epochs = max((x.step for x in client.get_metric_history(run.info.run_id, T.VAL_F1)), default=0)
+    return JobResult(run.info.run_id, m.get("best/" + T.VAL_F1, -1.0), m.get(T.TEST_F1, -1.0),
+                     int(m.get(T.BEST_EPOCH, 0)), epochs, str(out / "model"), finished_before=True)
 
 
 def finish_job(client, run_id: str, result: ray.train.Result, model_dest: Path | None) -> JobResult:

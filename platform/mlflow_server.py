@@ -1,5 +1,10 @@
 """A local ``mlflow server`` over a study's SQLite store: the one writer while trials run in parallel,
-and the UI people browse. Always bound to 127.0.0.1 unless asked otherwise."""
+and the UI people browse. Always bound to 127.0.0.1 unless asked otherwise.
+
+The server (``mlflow server`` and its uvicorn child) runs in a process group of its own under a small
+supervisor, this module run as a program: it ends the whole group when the command that started it is
+gone, however that command ended (SIGKILL included), so no server outlives its command.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ def start(store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", po
           log_file: Path | None = None, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
     """Start ``mlflow server`` and wait until /health answers; returns (process, url)."""
     port = port or free_port(host)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+    cmd = [sys.executable, "-m", "nerlab.platform.mlflow_server", str(os.getpid()),
+           sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
            "--host", host, "--port", str(port), "--workers", "1"]
     if artifacts_uri:
         cmd += ["--artifacts-destination", artifacts_uri]
@@ -49,12 +55,25 @@ def start(store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", po
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+    """End the server's whole process group (supervisor, mlflow, uvicorn) and wait for it."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the group outlives the supervisor by the time uvicorn takes to stop
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @contextmanager
@@ -64,3 +83,27 @@ def serving(store_uri: str, artifacts_uri: str | None, log_file: Path | None = N
         yield url
     finally:
         stop(proc)
+
+
+def _supervise(parent: int, cmd: list[str]) -> int:
+    """Run ``cmd`` in this process group; end the group when ``parent`` is no longer this one's parent."""
+    child = subprocess.Popen(cmd)
+
+    def end(*_):
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(0, signal.SIGKILL)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the command, which stops the server
+    while child.poll() is None:
+        if os.getppid() != parent:  # the command is gone: take the server down with it
+            os.killpg(0, signal.SIGTERM)
+        time.sleep(0.5)
+    return child.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(_supervise(int(sys.argv[1]), sys.argv[2:]))

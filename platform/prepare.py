@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,35 @@ def validate_files(task: str, train: str, val: str, test: str | None) -> None:
     for path in (train, val, test):
         if path is not None:
             read_file(path, task=task, types=WOJOOD_TYPES)
+
+
+def check_writable(path: str | Path, where: str) -> None:
+    """A folder a job will create and write: its nearest existing ancestor must be a folder we can write in.
+
+    Checked by writing a probe file there (a permission check alone says yes to root on a read-only or
+    immutable folder).
+    """
+    path = Path(path)
+    base = path
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise SpecError(f"{where}: {path}: cannot be created: {base} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise SpecError(f"{where}: {path}: cannot write in {base} ({e.strerror or e})") from None
+
+
+def check_store(tracking_uri: str, where: str) -> None:
+    """A SQLite tracking store must be a file we can create or write; a server is checked by MLflow."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///"):])
+    if db.is_dir():
+        raise SpecError(f"{where}: {db}: is a folder, not a SQLite file")
+    check_writable(db.parent, where)
 
 
 def prepare(task: str, data: DataSpec, plm: str, cache: Path) -> Inputs:

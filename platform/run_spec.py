@@ -177,10 +177,32 @@ def check_plm(plm: str, source: str, key: str = "model.plm") -> None:
             found = f" (found {', '.join(pickled)})" if pickled else ""
             raise SpecError(f"{source}: {key}: {plm}: no safetensors weights{found}; nerlab never loads "
                             f"pickled weights: convert the checkpoint to model.safetensors")
+        check_model_files(path, f"{source}: {key}")
         return
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", plm):
         raise SpecError(f"{source}: {key}: unknown PLM {plm!r}: give a model folder, a hub name such as "
                         f"{KNOWN_HUB_PLMS[0]}, or tiny:LAYERSxHIDDEN")
+
+
+def check_model_files(folder: Path, where: str) -> None:
+    """Every file a job loads from a model folder can be read: config.json parses, and each safetensors
+    file's header is whole and covers the file (a corrupt or truncated download fails here, before Ray
+    starts, instead of in every worker and every retry)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: {folder / 'config.json'}: not valid JSON ({e})") from None
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as e:
+            raise SpecError(f"{where}: {weights}: unreadable safetensors weights ({e}): the file is corrupt "
+                            f"or truncated") from None
 
 
 def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:

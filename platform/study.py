@@ -14,16 +14,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import yaml
+import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from nerlab.platform import mlflow_server
+from nerlab.platform import mlflow_server, ownership
 from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
-from nerlab.platform.prepare import Inputs, prepare_data, prepare_plm, validate_files
+from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
+                                     validate_files)
 from nerlab.platform.run_spec import LossConfig, RunSpec
 from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec, load_study_spec
-from nerlab.platform.typed import SpecError, from_dict
+from nerlab.platform.typed import SpecError, UsageError, from_dict
 
 METRIC = "val_micro_f1"
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
@@ -144,8 +146,7 @@ class CloseTrialRuns(tune.Callback):
 def _prepare_inputs(spec: StudySpec) -> dict:
     """Data and PLMs for all trials, built and validated before Ray starts."""
     cache = Path(spec.output) / "prepared"
-    train, val, test = prepare_data(spec.data, cache, spec.task)
-    validate_files(spec.task, train, val, test)
+    train, val, test = prepare_data(spec.data, cache, spec.task)  # files were validated by run_study
     plms = {p: prepare_plm(p, train, cache) for p in spec.search.plm}
     return {"data": {"train": train, "val": val, "test": test}, "plms": plms}
 
@@ -212,15 +213,22 @@ def _log_as(client, run_id: str, path: str, artifact: str) -> None:
         client.log_artifact(run_id, str(Path(d) / name), folder)
 
 
-def run_study(spec: StudySpec, resume: bool = False, source: str = "spec") -> dict:
-    """Run (or resume) a study to the end; returns a summary with the leaderboard's best row."""
+def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) -> dict:
+    """Run a study to the end: a new one, or the one already there with the same spec (resumed, or left
+    as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it."""
     out = Path(spec.output)
     check_fits(spec.base_run().resources, spec.resources.trial_cpus, spec.ray_address, f"{source}: resources")
-    ctx = _prepare_inputs(spec)  # bad data or PLMs fail here, before the output folder exists
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
     store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    check_writable(out, f"{source}: output")
+    check_store(store_uri, f"{source}: tracking.tracking_uri")
+    if spec.data.synth is None:  # bad data fails here, before the output folder exists
+        validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
     with ExitStack() as stack:
+        done = _claim(stack, spec, store_uri, source, replace_old)
+        if done is not None:
+            return done
+        ctx = _prepare_inputs(spec)
+        (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
             uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
@@ -228,7 +236,10 @@ def run_study(spec: StudySpec, resume: bool = False, source: str = "spec") -> di
         client = T.MlflowClient(uri)
         exp_id = T.ensure_experiment(client, spec.tracking.experiment or spec.name, artifacts)
         parent, created = T.find_or_create_run(client, exp_id, PARENT_TAG, spec.name, run_name=spec.name,
-                                               tags={"nerlab.kind": "study", "git_commit": T.git_commit()})
+                                               tags={"nerlab.kind": "study", "git_commit": T.git_commit(),
+                                                     ownership.DIGEST_TAG: _digest(spec)})
+        if not _local_store(store_uri, out):  # drivers on other machines see the study through the server
+            stack.enter_context(ownership.ServerLease(client, parent.info.run_id, f"study {spec.name}"))
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), "config")
@@ -237,16 +248,85 @@ def run_study(spec: StudySpec, resume: bool = False, source: str = "spec") -> di
         ctx.update(spec=spec.to_dict(), tracking_uri=uri, output=str(out), local_server=uri != store_uri,
                    experiment=spec.tracking.experiment or spec.name,
                    parent_run_id=parent.info.run_id, storage=str(out / "ray-train"))
-        connect_ray(spec.ray_address)
+        if connect_ray(spec.ray_address):
+            stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
         callbacks = [CloseTrialRuns(ctx, exp_id)]
-        restore = resume and tune.Tuner.can_restore(str(out / "tune" / spec.name))
+        restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:
             results = _tuner(spec, ctx, out, callbacks, restore).fit()
-        except BaseException:
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: the study and its open trials
+            for run in _children(client, parent):
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, status="KILLED")
             client.set_terminated(parent.info.run_id, status="KILLED")
             raise
         summary = _finish_study(client, spec, parent.info.run_id, exp_id, out, results)
     return summary
+
+
+def _local_store(store_uri: str, out: Path) -> bool:
+    """A SQLite store in the study's own folder: the folder's lock guards it (no lease needed)."""
+    return store_uri.startswith("sqlite:///") and Path(store_uri[len("sqlite:///"):]).parent == out.resolve()
+
+
+def _digest(spec: StudySpec) -> str:
+    return ownership.digest(T.flatten(T.spec_params(spec)))
+
+
+def _parent_run(store_uri: str, spec: StudySpec):
+    """The study's parent run in its store, or None (a store that does not exist yet is not created)."""
+    if store_uri.startswith("sqlite:///") and not Path(store_uri[len("sqlite:///"):]).is_file():
+        return None
+    client = T.MlflowClient(store_uri)
+    exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+    return None if exp is None else T.find_run(client, exp.experiment_id, PARENT_TAG, spec.name)
+
+
+def _children(client, parent) -> list:
+    """The trial runs of a study: the children of its parent run."""
+    return client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              max_results=50000)
+
+
+def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, replace_old: bool) -> dict | None:
+    """Make this driver the study's only one and check that an existing study is this spec's.
+
+    Returns None to go on (a new study, or one to continue), or the summary of a study that already
+    finished (nothing to run). A study started with another spec is refused, or archived with
+    ``replace_old``: its output folder moves aside, and on a tracking server its parent run is renamed.
+    """
+    out = Path(spec.output)
+    what = f"study {spec.name} ({out})"
+    stack.enter_context(ownership.FolderLock(out, what))
+    parent = _parent_run(store_uri, spec)
+    saved = out / STUDY_FILE
+    if saved.is_file():
+        old = T.flatten(T.spec_params(load_saved_study(str(out))))
+    elif parent is not None:
+        old = dict(parent.data.params)
+    else:
+        return None
+    new = T.flatten(T.spec_params(spec))
+    diff = ownership.changes(old, new)
+    if diff and not replace_old:
+        raise UsageError(f"{source}: study {spec.name} at {out} was started with another spec ({diff}); "
+                         f"give the study another name or --output, or add --replace to archive the old "
+                         f"one and start anew")
+    if diff:
+        if parent is not None and not _local_store(store_uri, out):
+            stamp = f"{spec.name}~archived-{parent.info.run_id[:8]}"
+            client = T.MlflowClient(store_uri)
+            T.set_tags(client, parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})
+        moved = ownership.archive(out)
+        stack.enter_context(ownership.FolderLock(out, what))
+        print(f"archived the old study {spec.name} to {moved}", flush=True)
+        return None
+    if parent is not None and parent.info.status == "FINISHED":
+        status = study_status(spec)
+        return {"study": spec.name, "trials": status["done"], "errors": status["failed"], "output": str(out),
+                "finished_before": True, **({"best_config": status["best"]["config"],
+                                             "best_val_f1": status["best"]["val_f1"]} if status["best"] else {})}
+    return None
 
 
 def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Path, results) -> dict:
@@ -288,22 +368,25 @@ def load_saved_study(name_or_path: str) -> StudySpec:
 
 
 def study_status(spec: StudySpec) -> dict:
-    """Trials done, running, pending and failed, and the best so far, read from MLflow."""
+    """Trials done, running, pending and failed, and the best so far, read from MLflow: one run per trial
+    (the children of the study's parent run), so no count exceeds the study's trials."""
     out = Path(spec.output)
     uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    client = T.MlflowClient(uri)
-    exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
-    runs = [] if exp is None else client.search_runs([exp.experiment_id], f"tags.`{STUDY_TAG}` = '{spec.name}'",
-                                                     max_results=10000)
+    parent = _parent_run(uri, spec)
+    runs = {}
+    if parent is not None:
+        for r in sorted(_children(T.MlflowClient(uri), parent), key=lambda r: r.info.start_time):
+            runs[r.data.tags.get(TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
     counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
     best = None
-    for r in runs:
+    for r in runs.values():
         counts[r.info.status] = counts.get(r.info.status, 0) + 1
         f1 = r.data.metrics.get("best/" + T.VAL_F1, r.data.metrics.get(T.VAL_F1))
         if f1 is not None and (best is None or f1 > best[0]):
-            best = (f1, r.data.tags.get("trial"), r.data.tags.get("plm"), r.data.tags.get("loss"),
-                    r.data.tags.get("penalty"))
+            t = r.data.tags
+            best = (f1, t.get(TRIAL_TAG), t.get("plm"), t.get("loss"), t.get("penalty"),
+                    f"{t.get('plm')} | {t.get('loss')} | λ={t.get('penalty')}")
     total = grid_size(spec)
     return {"study": spec.name, "total": total, "done": counts["FINISHED"], "running": counts["RUNNING"],
-            "failed": counts["FAILED"] + counts["KILLED"], "pending": max(0, total - len(runs)),
-            "best": None if best is None else dict(zip(("val_f1", "trial", "plm", "loss", "penalty"), best))}
+            "interrupted": counts["KILLED"], "failed": counts["FAILED"], "pending": max(0, total - len(runs)),
+            "best": None if best is None else dict(zip(("val_f1", "trial", "plm", "loss", "penalty", "config"), best))}

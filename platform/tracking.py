@@ -39,8 +39,7 @@ BEST_EPOCH = "best_epoch"
 
 def default_store(output: str | Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the embedded SQLite store under ``output``."""
-    out = Path(output).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(output).resolve()  # created by the job or study that writes there, after validation
     return f"sqlite:///{out / 'mlflow.db'}", (out / "mlartifacts").as_uri()
 
 

@@ -19,6 +19,10 @@ class SpecError(ValueError):
     """A bad spec: the message names the file and the key (``spec.yaml: train.lr: ...``)."""
 
 
+class UsageError(ValueError):
+    """Bad input found before anything started; reported on one line with exit code 2."""
+
+
 _URI_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
 _SECRET_QUERY = re.compile(r"(?i)\b((?:password|passwd|token|secret|key)=)[^&\s'\"]+")
 

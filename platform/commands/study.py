@@ -11,18 +11,16 @@ def cmd_run(args) -> int:
     from nerlab.platform.study_spec import load_study_spec
 
     spec = load_study_spec(args.spec, smoke_mode=args.smoke, output=args.output)
-    summary = run_study(spec, source=args.spec)
+    summary = run_study(spec, source=args.spec, replace_old=args.replace)
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
 
 def cmd_resume(args) -> int:
-    from nerlab.platform.study import load_saved_study, run_study
-
-    from nerlab.platform.study import STUDY_FILE
+    from nerlab.platform.study import STUDY_FILE, load_saved_study, run_study
 
     spec = load_saved_study(args.study)
-    summary = run_study(spec, resume=True, source=str(Path(spec.output) / STUDY_FILE))
+    summary = run_study(spec, source=str(Path(spec.output) / STUDY_FILE))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
@@ -34,8 +32,9 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
+    interrupted = f", {st['interrupted']} interrupted (resumed by study run or resume)" if st["interrupted"] else ""
     print(f"{st['study']}: {st['done']} done, {st['running']} running, {st['pending']} pending, "
-          f"{st['failed']} failed (of {st['total']})")
+          f"{st['failed']} failed{interrupted} (of {st['total']})")
     if st["best"]:
         b = st["best"]
         print(f"best so far: val micro-F1 {b['val_f1']:.4f} (trial {b['trial']}: {b['plm']}, {b['loss']}, "
@@ -47,6 +46,8 @@ def _summary(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return
+    if summary.get("finished_before"):
+        print(f"study {summary['study']} had finished: nothing to run (nerlab study status {summary['output']})")
     print(f"study {summary['study']}: {summary['trials']} trials, {summary['errors']} failed")
     if "best_config" in summary:
         print(f"best: {summary['best_config']} (val micro-F1 {summary['best_val_f1']:.4f})")
@@ -58,10 +59,13 @@ def _summary(summary: dict, as_json: bool) -> None:
 def register(sub) -> None:
     p = sub.add_parser("study", help="run, resume or inspect a study (Ray Tune + Optuna + ASHA, MLflow)")
     verbs = p.add_subparsers(dest="study_verb", required=True, metavar="ACTION")
-    r = verbs.add_parser("run", help="run a study spec")
+    r = verbs.add_parser("run", help="run a study spec (continues the study if it exists with the same spec)")
     r.add_argument("spec")
     r.add_argument("--smoke", action="store_true", help="shrink to seconds: few sentences, 1 epoch, tiny PLM")
     r.add_argument("--output", help="output folder (default: runs/<name>)")
+    r.add_argument("--replace", action="store_true",
+                   help="if a study of this name was started with another spec, archive it (its folder "
+                        "moves to OUTPUT.archived-TIME, nothing is deleted) and start anew")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_run)
     s = verbs.add_parser("resume", help="finish an interrupted study (finished trials are not rerun)")

@@ -17,10 +17,12 @@ def cmd_train(args) -> int:
     spec = load_run_spec(args.spec, overrides, smoke=args.smoke)
     if args.epochs is not None:
         spec = replace(spec, train=replace(spec.train, epochs=args.epochs))
-    result = train(spec, workers=args.workers, source=args.spec)
+    result = train(spec, workers=args.workers, source=args.spec, replace_old=args.replace)
     if args.json:
         print(json.dumps(asdict(result), indent=2))
     else:
+        if result.finished_before:
+            print(f"{spec.output} holds this job, finished: nothing to train")
         print(f"run {result.run_id}: val micro-F1 {result.val_f1:.4f}, test micro-F1 {result.test_f1:.4f} "
               f"(best epoch {result.best_epoch} of {result.epochs}); model in {result.model_dir}")
     return 0
@@ -35,5 +37,8 @@ def register(sub) -> None:
     p.add_argument("--output", help="output folder (default: runs/<name>)")
     p.add_argument("--epochs", type=positive_int, help="override train.epochs")
     p.add_argument("--smoke", action="store_true", help="shrink to seconds: synthetic data, 1 epoch, tiny PLM")
+    p.add_argument("--replace", action="store_true",
+                   help="if the output folder holds a job with another spec, archive it (to "
+                        "OUTPUT.archived-TIME, nothing is deleted) and train anew")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_train)

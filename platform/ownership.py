@@ -1,0 +1,196 @@
+"""A study (or a training job) is one thing: one spec, and one driver at a time.
+
+- What a spec *is*: ``identity`` flattens a resolved spec into the keys that decide its trials (where it
+  runs and how many trials run at once are left out), ``digest`` hashes them, ``changes`` names the keys
+  in which two specs differ.
+- One driver per output folder: ``FolderLock`` holds an exclusive ``flock`` on ``<output>/.driver.lock``
+  for the driver's lifetime, with the holder's pid, host and command written inside. The kernel drops
+  the lock when the process ends however it ends (SIGKILL, a reboot), so a dead driver never blocks a
+  resume.
+- One driver per study on a tracking server shared by several machines: ``ServerLease`` keeps a lease
+  in the tags of the study's parent run (holder and a heartbeat every ``HEARTBEAT_S``). A lease whose
+  heartbeat is older than ``STALE_S``, or whose holder is a dead process on this host, is free.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from nerlab.platform.typed import UsageError
+
+LOCK_FILE = ".driver.lock"
+# Keys that say where or how fast a study runs, not what it trains: changing them continues the study.
+OPERATIONAL = ("output", "ray_address", "resources.max_concurrent", "resources.trial_retries",
+               "resources.max_failures", "resources.cpus_per_worker", "resources.trial_cpus",
+               "resources.gpus_per_worker")
+DRIVER_TAG, HEARTBEAT_TAG, DIGEST_TAG = "nerlab.driver", "nerlab.driver_heartbeat", "nerlab.spec_digest"
+HEARTBEAT_S, STALE_S = 10.0, 60.0
+
+
+# ---- what a spec is ------------------------------------------------------------------------------------
+def identity(params: dict[str, str]) -> dict[str, str]:
+    """The flattened spec (``tracking.flatten`` of ``tracking.spec_params``) without operational keys."""
+    return {k: v for k, v in params.items() if not k.startswith(OPERATIONAL)}
+
+
+def digest(params: dict[str, str]) -> str:
+    text = json.dumps(identity(params), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def changes(old: dict[str, str], new: dict[str, str], most: int = 4) -> str:
+    """'train.epochs 4 -> 5, search.lr (new)' for the identity keys that differ; '' when none."""
+    old, new = identity(old), identity(new)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+    def show(k: str) -> str:
+        if k not in old:
+            return f"{k} (new: {new[k]})"
+        if k not in new:
+            return f"{k} (removed, was {old[k]})"
+        return f"{k} {old[k]} -> {new[k]}"
+
+    text = ", ".join(show(k) for k in keys[:most])
+    return text + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+# ---- the holder of a lock ------------------------------------------------------------------------------
+def _me(token: str = "") -> dict:
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "created": psutil.Process().create_time(),
+            "since": time.time(), "command": " ".join(["nerlab", *sys.argv[1:]])[:200], "token": token}
+
+
+def describe(holder: dict) -> str:
+    since = datetime.fromtimestamp(holder.get("since", 0)).strftime("%Y-%m-%d %H:%M:%S")
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (since {since}: {holder.get('command', '?')})"
+
+
+def _alive_here(holder: dict) -> bool:
+    """Whether the holder is a live process of this host (the same pid started at the same time)."""
+    import psutil
+
+    try:
+        return abs(psutil.Process(int(holder["pid"])).create_time() - float(holder["created"])) < 1.0
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return False
+
+
+class FolderLock:
+    """Exclusive use of an output folder by one driver process (``what`` names it in the refusal)."""
+
+    def __init__(self, folder: Path, what: str):
+        self.path, self.what, self.fh = Path(folder) / LOCK_FILE, what, None
+
+    def __enter__(self) -> "FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            try:
+                holder = describe(json.loads(fh.read()))
+            except ValueError:
+                holder = "another process"
+            fh.close()
+            raise UsageError(f"{self.what} is already running: {holder}; wait for it to end, or stop it "
+                             f"(it is resumed with the same command)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(_me()))
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            self.fh.truncate(0)
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+
+def archive(folder: Path) -> Path:
+    """Move a study's or job's output folder aside (nothing is deleted); returns where it went."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest = folder.with_name(f"{folder.name}.archived-{stamp}")
+    shutil.move(str(folder), str(dest))
+    return dest
+
+
+# ---- a lease on a tracking server -----------------------------------------------------------------------
+class ServerLease:
+    """One driver per study among machines that share a tracking server: a lease in the parent run's tags.
+
+    MLflow has no compare-and-set, so a claim writes this driver's token, waits ``settle_s`` and reads it
+    back: of two drivers that claim at once, both read the same last write, and only its writer goes on.
+    """
+
+    def __init__(self, client, run_id: str, what: str, settle_s: float = 2.0):
+        self.client, self.run_id, self.what, self.settle_s = client, run_id, what, settle_s
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _holder(self) -> dict | None:
+        tags = self.client.get_run(self.run_id).data.tags
+        try:
+            holder = json.loads(tags.get(DRIVER_TAG) or "null")
+            beat = float(tags.get(HEARTBEAT_TAG, 0))
+        except ValueError:
+            return None
+        if not holder:
+            return None
+        stale = time.time() - beat > STALE_S
+        dead_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)
+        return None if stale or dead_here else holder
+
+    def _beat(self, holder: str | None = None) -> None:
+        tags = {HEARTBEAT_TAG: f"{time.time():.0f}"}
+        if holder is not None:
+            tags[DRIVER_TAG] = holder
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def __enter__(self) -> "ServerLease":
+        holder = self._holder()
+        if holder is not None and holder.get("token") != self.token:
+            raise UsageError(f"{self.what} is already running: {describe(holder)}; wait for it to end, or stop it")
+        self._beat(json.dumps(_me(self.token)))
+        time.sleep(self.settle_s)
+        holder = self._holder()
+        if holder is None or holder.get("token") != self.token:
+            raise UsageError(f"{self.what} was started by another driver at the same time: "
+                             f"{describe(holder or {})}")
+        self._thread = threading.Thread(target=self._heartbeats, name="nerlab-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception:  # noqa: BLE001 - a server restart: the next beat retries
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self._beat("")  # released
+        except Exception:  # noqa: BLE001 - the lease goes stale by itself
+            pass

@@ -1,0 +1,163 @@
+"""One driver per output folder and per study on a tracking server; what makes two specs the same study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from nerlab.platform import mlflow_server, ownership
+from nerlab.platform.typed import UsageError
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from nerlab.platform.ownership import FolderLock
+    with FolderLock(sys.argv[1], "study x"):
+        print("held", flush=True)
+        time.sleep(120)
+""")
+
+
+def hold_in_subprocess(folder) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_folder_held_by_a_live_driver_is_refused_naming_it(tmp_path):
+    p = hold_in_subprocess(tmp_path)
+    try:
+        with pytest.raises(UsageError) as e:
+            with ownership.FolderLock(tmp_path, "study x"):
+                pass
+        assert f"study x is already running: pid {p.pid} on " in str(e.value)
+        assert "\n" not in str(e.value)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_killed_driver_leaves_no_lock_behind(tmp_path):
+    p = hold_in_subprocess(tmp_path)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with ownership.FolderLock(tmp_path, "study x"):  # taken at once: the kernel dropped the dead one's lock
+        holder = json.loads((tmp_path / ownership.LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid()
+    assert (tmp_path / ownership.LOCK_FILE).read_text() == ""  # released
+
+
+def test_changes_name_the_keys_that_differ_and_ignore_where_a_study_runs():
+    old = {"train.epochs": "4", "search.plm": "['a']", "output": "/x", "resources.max_concurrent": "2"}
+    new = {"train.epochs": "5", "search.plm": "['a']", "output": "/y", "resources.max_concurrent": "8",
+           "search.lr": "[0.1]"}
+    assert ownership.changes(old, new) == "search.lr (new: [0.1]), train.epochs 4 -> 5"
+    assert ownership.changes(old, {**old, "output": "/z", "ray_address": "h:6379"}) == ""
+    assert ownership.digest(old) == ownership.digest({**old, "output": "/z"}) != ownership.digest(new)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lease")
+    proc, url = mlflow_server.start(f"sqlite:///{folder / 'mlflow.db'}", (folder / "art").as_uri())
+    yield url
+    mlflow_server.stop(proc)
+
+
+def parent_run(url: str, name: str) -> str:
+    client = MlflowClient(url)
+    exp = client.create_experiment(name)
+    return client.create_run(exp).info.run_id
+
+
+def test_two_drivers_claiming_a_lease_at_once_leave_exactly_one_holder(server):
+    run_id = parent_run(server, "lease-race")
+    outcomes, leases = [], []
+
+    def claim():
+        lease = ownership.ServerLease(MlflowClient(server), run_id, "study race", settle_s=2.0)
+        try:
+            lease.__enter__()
+            leases.append(lease)
+            outcomes.append("held")
+        except UsageError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=claim) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert sorted(o == "held" for o in outcomes) == [False, True], outcomes
+        refusal = next(o for o in outcomes if o != "held")
+        assert "study race" in refusal and f"pid {os.getpid()}" in refusal
+    finally:
+        for lease in leases:
+            lease.__exit__(None, None, None)
+    tags = MlflowClient(server).get_run(run_id).data.tags
+    assert tags[ownership.DRIVER_TAG] == ""  # released on exit
+
+
+def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server):
+    run_id = parent_run(server, "lease-dead")
+    code = textwrap.dedent(f"""
+        import time
+        from mlflow.tracking import MlflowClient
+        from nerlab.platform.ownership import ServerLease
+        with ServerLease(MlflowClient({server!r}), {run_id!r}, "study d", settle_s=0.5):
+            print("held", flush=True)
+            time.sleep(120)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError, match=f"study d is already running: pid {p.pid} on "):
+            with ownership.ServerLease(MlflowClient(server), run_id, "study d", settle_s=0.5):
+                pass
+        p.kill()  # SIGKILL: its heartbeat is fresh, but it is a dead process of this host
+        p.wait()
+        start = time.monotonic()
+        with ownership.ServerLease(MlflowClient(server), run_id, "study d", settle_s=0.5):
+            holder = json.loads(MlflowClient(server).get_run(run_id).data.tags[ownership.DRIVER_TAG])
+            assert holder["pid"] == os.getpid()
+        assert time.monotonic() - start < ownership.STALE_S  # no waiting for the heartbeat to go stale
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_the_server_supervisor_ends_the_server_when_its_command_is_killed(tmp_path):
+    """A command that started a local MLflow server and was SIGKILLed leaves no server behind."""
+    import psutil
+
+    code = textwrap.dedent(f"""
+        import time
+        from nerlab.platform import mlflow_server
+        proc, url = mlflow_server.start("sqlite:///{tmp_path / 'mlflow.db'}", None)
+        print(proc.pid, flush=True)
+        time.sleep(120)
+    """)
+    cmd = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    group = int(cmd.stdout.readline())
+    server = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == group]
+    assert len(server) >= 3  # supervisor, mlflow server, uvicorn
+    cmd.kill()
+    cmd.wait()
+    gone, alive = psutil.wait_procs(server, timeout=20)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None

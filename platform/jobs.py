@@ -18,6 +18,7 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from nerlab.models import names as N
 from nerlab.platform import tracking as T
 from nerlab.platform.cli import UsageError
 from nerlab.platform.prepare import Inputs, prepare
@@ -139,7 +140,7 @@ def open_run(spec: RunSpec, inputs: Inputs, job_key: str, tracking_uri: str, art
     tags = {"plm": spec.model.plm, "loss": spec.loss.name, "penalty": str(spec.train.variance_penalty),
             "seed": str(spec.train.seed), "task": spec.task, "git_commit": T.git_commit(),
             **(extra_tags or {})}
-    run, created = T.find_or_create_run(client, exp_id, "nerlab.job", job_key, run_name=spec.name, tags=tags,
+    run, created = T.find_or_create_run(client, exp_id, N.JOB_TAG, job_key, run_name=spec.name, tags=tags,
                                         parent_run_id=parent_run_id, reuse_finished=reuse_finished)
     params = T.spec_params(spec)
     params["inputs"] = {"train": inputs.train, "val": inputs.val, "test": inputs.test, "plm": inputs.plm}
@@ -183,10 +184,10 @@ def finish_job(client, run_id: str, result: ray.train.Result, model_dest: Path |
     model_dir = None
     if model_dest is not None and result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
-            if (Path(d) / "model").is_dir():
+            if (Path(d) / N.MODEL_DIR).is_dir():
                 shutil.rmtree(model_dest, ignore_errors=True)
-                shutil.copytree(Path(d) / "model", model_dest)
+                shutil.copytree(Path(d) / N.MODEL_DIR, model_dest)
                 model_dir = str(model_dest)
     client.set_terminated(run_id, status="FINISHED")
-    return JobResult(run_id, m["val_micro_f1"], m.get("test_micro_f1", -1.0), m.get("best_epoch", 0),
-                     m.get("epoch", 0), model_dir)
+    return JobResult(run_id, m[N.TUNE_VAL_F1], m.get(N.TUNE_TEST_F1, -1.0), m.get(N.TUNE_BEST_EPOCH, 0),
+                     m.get(N.TUNE_EPOCH, 0), model_dir)

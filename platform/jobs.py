@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,11 +19,11 @@ from ray.train.torch import TorchTrainer
 
 from nerlab.models import names as N
 from nerlab.platform import tracking as T
-from nerlab.platform.cli import UsageError
+from nerlab.platform.mlflow_server import free_port
 from nerlab.platform.prepare import Inputs, prepare
 from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.train_loop import Job, train_fn_per_worker
-from nerlab.platform.typed import to_dict
+from nerlab.platform.typed import UsageError, to_dict
 
 
 @dataclass(frozen=True)
@@ -97,12 +96,6 @@ def check_fits(resources, overhead_cpus: float, address: str | None, where: str)
             extra = f" + {overhead_cpus:g} for the trial" if kind == "CPU" and overhead_cpus else ""
             raise UsageError(f"{where}: one job needs {amount:g} {kind} ({parts}{extra}) but this machine's "
                              f"Ray has {have.get(kind, 0):g}; lower the workers or the {kind}s per worker")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def use_gpu(spec: RunSpec) -> bool:

@@ -9,17 +9,15 @@ finds and continues its run instead of opening a second one.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from nerlab.models import names as N
-from nerlab.platform.typed import to_dict
+from nerlab.platform.typed import redact, to_dict
 
 def default_store(output: str | Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the embedded SQLite store under ``output``."""
@@ -38,21 +36,6 @@ def resolve_tracking(spec_uri: str | None, output: str | Path) -> tuple[str, str
     elif "://" not in uri:  # a bare path means a SQLite file there
         uri = f"sqlite:///{Path(uri).resolve()}"
     return uri, None
-
-
-def redact(uri: str) -> str:
-    """A URI without its password or token (never log credentials)."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        netloc = f"***@{host}"
-    query = re.sub(r"(?i)((?:password|token|secret|key)=)[^&]*", r"\1***", parts.query)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return uri  # nothing to hide: unchanged (urlunsplit would turn sqlite:////abs into sqlite://abs)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

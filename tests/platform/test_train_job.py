@@ -227,15 +227,15 @@ def test_validation_f1_of_2_workers_equals_1_process(tiny_job, tmp_path) -> None
         from nerlab.models.encoding import encode
         from nerlab.models.tagger import MultiTaskTagger
         from nerlab.models.wojood import read_file
-        from nerlab.platform.train_loop import _gather_eval
+        from nerlab.platform.train_loop import Worker
 
         model, tok = MultiTaskTagger.load(config["model"])
         sentences = read_file(config["val"], task="nested")
         windows = encode(sentences, tok, model.schema, model.config.max_length)
-        report, _ = _gather_eval(model, sentences, windows, "nested", 8, tok.pad_token_id,
-                                 ray.train.torch.get_device(), None)
-        # A file per rank: Train V2's Result keeps only metrics reported with a checkpoint.
         ctx = ray.train.get_context()
+        worker = Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), None, model, tok, 8)
+        report, _ = worker.evaluate(sentences, windows)
+        # A file per rank: Train V2's Result keeps only metrics reported with a checkpoint.
         out = Path(config["out"]) / f"rank{ctx.get_world_rank()}.json"
         out.write_text(json.dumps({"f1": report.micro.f1, "world": ctx.get_world_size()}))
 

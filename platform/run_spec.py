@@ -18,7 +18,7 @@ from nerlab.models.wojood import TASKS
 from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
 
 TINY_PLM = re.compile(r"^tiny:(\d+)x(\d+)$")
-KNOWN_HUB_PLMS = (  # the seed's PLMs and common alternatives; any other hub name is allowed too
+KNOWN_HUB_PLMS = (  # the reference system's PLMs and common alternatives; any other hub name is allowed too
     "UBC-NLP/ARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-mix", "qarib/bert-base-qarib",
     "aubmindlab/bert-base-arabertv2", "UBC-NLP/MARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-msa",
 )

@@ -32,3 +32,20 @@ def test_every_verb_has_help_and_a_function(cli_verbs, capsys):
             main([*verb, "--help"])
         assert exit_.value.code == 0
         assert capsys.readouterr().out.startswith(f"usage: nerlab {' '.join(verb)} "), verb
+
+
+def test_imports_point_one_way():
+    """losses <- models <- platform; dashboards uses models only; nothing imports the CLI (no cycle)."""
+    import ast
+
+    forbidden = {"losses": ("nerlab.models", "nerlab.platform", "nerlab.dashboards"),
+                 "models": ("nerlab.platform", "nerlab.dashboards", "ray", "mlflow", "optuna"),
+                 "dashboards": ("nerlab.platform", "ray"),
+                 "platform": ("nerlab.platform.cli",)}
+    for folder, bad in forbidden.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                for name in names:
+                    assert not any(name == b or name.startswith(b + ".") for b in bad), f"{path}: imports {name}"

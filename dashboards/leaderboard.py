@@ -16,11 +16,11 @@ from contextlib import contextmanager
 
 import pandas as pd
 
-VAL = "best/val/micro_f1"  # validation micro-F1 of the best epoch (the selected checkpoint)
-VAL_EPOCH = "val/micro_f1"  # per-epoch validation micro-F1
-TEST = "test/micro_f1"
-BEST_EPOCH = "best_epoch"
-PARENT_TAG = "mlflow.parentRunId"
+from nerlab.models import names as N
+from nerlab.models.names import BEST_VAL_F1 as VAL  # the best epoch's validation micro-F1 (the selected one)
+from nerlab.models.names import TEST_F1 as TEST
+from nerlab.models.names import VAL_F1 as VAL_EPOCH  # per-epoch validation micro-F1
+
 # Axes of the search space that name the configuration in the first columns; ``seed`` is what varies
 # inside a configuration.
 NAMED_AXES = {"plm": "plm", "loss": "loss", "variance_penalty": "penalty"}
@@ -42,7 +42,7 @@ def study_runs(client, experiment_id: str, parent_run_id: str) -> list:
     """The trial runs of a study: the children of its parent run."""
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        page = client.search_runs([experiment_id], f"tags.`{N.PARENT_RUN_TAG}` = '{parent_run_id}'",
                                   max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
@@ -77,16 +77,11 @@ def _number(text: str | None):
 
 
 def _device(run) -> str:
-    """'gpu' or 'cpu': the run's device tag where the job logged one, else its resources params."""
-    tag = (run.data.tags.get("nerlab.device") or run.data.tags.get("device") or "").lower()
+    """'gpu' or 'cpu': the device the job's workers logged, else what its spec asked for."""
+    tag = run.data.tags.get(N.DEVICE_TAG, "").lower()
     if tag:
-        return "gpu" if tag.startswith(("cuda", "gpu")) else "cpu"
-    use_gpu = run.data.params.get("resources.use_gpu")
-    if use_gpu == "True":
-        return "gpu"
-    if any(k.startswith("system/gpu") for k in run.data.metrics):
-        return "gpu"
-    return "cpu"
+        return "gpu" if tag.startswith("cuda") else "cpu"
+    return "gpu" if run.data.params.get("resources.use_gpu") == "True" else "cpu"
 
 
 def _best_val(client, run) -> float | None:
@@ -115,17 +110,16 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
         workers = float(p.get("resources.workers", "1"))
         device = _device(r)
         per_worker = float(p.get("resources.gpus_per_worker" if device == "gpu" else "resources.cpus_per_worker", "1"))
-        row = {
-            "run_id": r.info.run_id, "trial": t.get("nerlab.trial", t.get("trial")), "status": r.info.status,
-            "plm": t.get("plm", point.get("plm")), "loss": t.get("loss", point.get("loss")),
-            "penalty": float(t.get("penalty", point.get("variance_penalty", math.nan))),
-            "seed": int(t.get("seed", point.get("seed", 0))),
-            "val_f1": _best_val(client, r), "test_f1": m.get(TEST), "best_epoch": m.get(BEST_EPOCH),
-            "stopped_early": t.get("nerlab.stopped_early") == "true", "completed": VAL in m,
+        row = {  # every trial run carries these tags (platform/jobs.py open_run, platform/study.py)
+            "run_id": r.info.run_id, "trial": t.get(N.TRIAL_TAG), "status": r.info.status,
+            "plm": t.get("plm"), "loss": t.get("loss"), "penalty": float(t.get("penalty", math.nan)),
+            "seed": int(t.get("seed", 0)),
+            "val_f1": _best_val(client, r), "test_f1": m.get(TEST), "best_epoch": m.get(N.BEST_EPOCH),
+            "stopped_early": t.get(N.STOPPED_EARLY_TAG) == "true", "completed": VAL in m,
             "device": device, "wall_s": wall,
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
-            "start_time": start, "task": t.get("task", p.get("task")),
+            "start_time": start, "task": t.get("task"),
         }
         for axis, value in point.items():  # other searched axes (lr, batch_size, loss_w_*, ...)
             if axis not in NAMED_AXES and axis != SEED_AXIS:
@@ -142,6 +136,14 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
 def config_columns(trials: pd.DataFrame) -> list[str]:
     """The columns that name a configuration: PLM, loss, λ, then every other searched axis."""
     return ["plm", "loss", "penalty", *sorted(c for c in trials.columns if c.startswith("axis."))]
+
+
+def in_config(trials: pd.DataFrame, cfg) -> pd.Series:
+    """Which trials belong to configuration ``cfg`` (a leaderboard row): same value on every config column."""
+    mask = pd.Series(True, index=trials.index)
+    for col in config_columns(trials):
+        mask &= (trials[col] == cfg[col]) | (trials[col].isna() & pd.isna(cfg[col]))
+    return mask
 
 
 def config_label(row, columns: list[str]) -> str:

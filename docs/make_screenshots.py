@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from nerlab.platform import mlflow_server
-from nerlab.platform.commands.results import resolve_study
+from nerlab.platform.stores import resolve_study
 
 
 def quiet(driver, training_mode: bool = False) -> None:

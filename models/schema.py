@@ -2,7 +2,8 @@
 
 Head k tags every token ``O/B/I`` for type k; its target on a token is the first (outermost) tag of type k,
 so same-type nesting is dropped in training and scoring alike. Heads are in alphabetical type order, which
-is also the priority order when flat tags are read off the heads (SEED_FACTS.md, "the UM6P twist").
+is also the priority order when flat tags are read off the heads: the UM6P system's flat tag of a word is
+that of the first head, alphabetically, that is not O (``predict.flat_tags_from_heads``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-from nerlab.models.wojood import TASKS, WOJOOD_TYPES, DataError, Sentence, entity_types
+from nerlab.models.wojood import TASKS, WOJOOD_TYPES
 
 BIO = ("O", "B", "I")  # class index of each head's output
 IGNORE = -100
@@ -33,13 +34,6 @@ class LabelSchema:
     @classmethod
     def wojood(cls, task: str = "nested") -> "LabelSchema":
         return cls(tuple(sorted(WOJOOD_TYPES)), task)
-
-    @classmethod
-    def from_data(cls, sentences: Sequence[Sentence], task: str = "nested") -> "LabelSchema":
-        types = entity_types(sentences)
-        if not types:
-            raise DataError("the training data has no entities")
-        return cls(tuple(types), task)
 
     @property
     def num_heads(self) -> int:
@@ -64,12 +58,6 @@ class LabelSchema:
         tag = token_tags[0] if token_tags else "O"
         return self._flat_index[tag]
 
-    def check_sentences(self, sentences: Sequence[Sentence], source: str) -> None:
-        """Fail early, naming the source, on entity types the heads do not cover."""
-        unknown = set(entity_types(sentences)) - set(self.types)
-        if unknown:
-            raise DataError(f"{source}: entity types not in the label schema: {', '.join(sorted(unknown))}")
-
     @cached_property
     def _index(self) -> dict[str, int]:
         return {t: i for i, t in enumerate(self.types)}
@@ -88,7 +76,3 @@ class LabelSchema:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LabelSchema":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

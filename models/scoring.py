@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from nerlab.models.wojood import DataError, Sentence, nested_spans, spans_of
+from nerlab.models.wojood import DataError, Sentence, nested_spans, sentence_lines, spans_of
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,27 @@ def sentence_spans(sentence: Sentence, task: str) -> set[tuple[str, int, int]]:
     return set(nested_spans(sentence))
 
 
-def _check_aligned(gold: Sequence[Sentence], pred: Sequence[Sentence]) -> None:
-    if len(gold) != len(pred):
-        raise DataError(f"gold has {len(gold)} sentences, predictions have {len(pred)}")
-    for i, (g, p) in enumerate(zip(gold, pred), start=1):
+def check_aligned(gold: Sequence[Sentence], pred: Sequence[Sentence], gold_file: str | None = None,
+                  pred_file: str | None = None) -> None:
+    """Predictions must hold gold's sentences and tokens, in order. A mismatch is a DataError that names
+    both files and the lines where the sentence starts, when the files are given."""
+    for i, (g, p) in enumerate(zip(gold, pred)):
         if g.tokens != p.tokens:
-            raise DataError(f"sentence {i}: tokens differ between gold and predictions "
-                            f"({len(g)} vs {len(p)} tokens, starting {' '.join(g.tokens[:5])!r})")
+            if gold_file and pred_file:
+                gl, pl = sentence_lines(gold_file)[i], sentence_lines(pred_file)[i]
+                where, other = f"{pred_file}:{pl}", f"{gold_file}:{gl}"
+            else:
+                where, other = "predictions", "gold"
+            raise DataError(f"{where}: sentence {i + 1} has other tokens than {other} "
+                            f"({len(p)} vs {len(g)} tokens, starting {' '.join(g.tokens[:5])!r})")
+    if len(gold) != len(pred):
+        raise DataError(f"{pred_file or 'predictions'}: {len(pred)} sentences, but {gold_file or 'gold'} has "
+                        f"{len(gold)}")
 
 
 def score(gold: Sequence[Sentence], pred: Sequence[Sentence], task: str) -> Report:
     """Score predictions against gold sentences (same tokens, same order)."""
-    _check_aligned(gold, pred)
+    check_aligned(gold, pred)
     tp, n_pred, n_gold = Counter(), Counter(), Counter()
     for g, p in zip(gold, pred):
         gs, ps = sentence_spans(g, task), sentence_spans(p, task)

@@ -12,7 +12,6 @@ Everything is drawn from one ``random.Random(seed)`` over ordered tuples: same s
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -488,18 +487,3 @@ def write_corpus(
         paths[name] = Path(out_dir) / f"{name}.txt"
         write_file(paths[name], part)
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m nerlab.models.synth OUT_DIR --sentences N --seed S``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--sentences", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for name, path in write_corpus(args.out_dir, args.sentences, args.seed).items():
-        print(f"{name}: {path}")
-
-
-if __name__ == "__main__":
-    main()

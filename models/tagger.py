@@ -4,8 +4,8 @@ A model is saved as a self-contained folder, never a pickle:
   model.safetensors     all weights (encoder + heads)
   encoder/config.json   the encoder's architecture, so loading needs no hub
   nerlab_model.json     tagger settings and the label schema
-  tokenizer files       the tokenizer the model was trained with (the seed's evaluation once reloaded the
-                        wrong one and scored F1 0.002)
+  tokenizer files       the tokenizer the model was trained with (the reference system's evaluation once
+                        reloaded the wrong one and scored F1 0.002)
 """
 
 from __future__ import annotations
@@ -27,13 +27,19 @@ META_FILE = "nerlab_model.json"
 
 @dataclass(frozen=True)
 class TaggerConfig:
+    """The tagger's settings, checked here once (a run spec's ``model`` section extends this class)."""
+
     plm: str  # hub name or folder the encoder came from (informational once saved)
-    dropout: float = 0.1  # the seed's setting
+    dropout: float = 0.1  # the reference system's setting
     flat_head: bool = False  # extra softmax head over all flat labels (the upstream baseline)
-    flat_decoding: str = "heads"  # flat tags from the per-type heads ("heads") or the flat head
-    max_length: int = 512
+    flat_decoding: str = "heads"  # flat tags from the per-type heads (the UM6P rule) or from the flat head
+    max_length: int = 512  # sub-words per window, specials included
 
     def __post_init__(self) -> None:
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, not {self.max_length}")
         if self.flat_decoding not in ("heads", "flat_head"):
             raise ValueError(f"flat_decoding must be 'heads' or 'flat_head', not {self.flat_decoding!r}")
         if self.flat_decoding == "flat_head" and not self.flat_head:

@@ -1,7 +1,7 @@
-"""The training step, the optimiser, and a plain single-process training loop.
+"""The training step, the optimiser, best-epoch selection, and a plain single-process training loop.
 
-The distributed worker loop (platform/train_loop.py) reuses ``task_losses``, ``make_optimizer`` and
-``train_epoch``; ``fit`` is the in-process loop used by tests and benchmarks.
+The distributed worker loop (platform/train_loop.py) reuses ``make_optimizer``, ``train_epoch`` and
+``BestEpoch``; ``fit`` is the in-process loop used by tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from nerlab.models.wojood import Sentence
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; the defaults are the seed system's (SEED_FACTS.md, "Training")."""
+    """Optimisation settings; the defaults are the reference (UM6P) system's training settings."""
 
     epochs: int = 15
     batch_size: int = 16
@@ -35,8 +35,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 5  # epochs without improvement before stopping
     seed: int = 3407
-    variance_penalty: float = 0.0  # λ of the multi-task loss variance penalty (the seed used 5)
-    select_by: str = "val_f1"  # best epoch by validation micro-F1, or "val_loss" as the seed did
+    variance_penalty: float = 0.0  # λ of the multi-task loss variance penalty (the reference system used 5)
+    select_by: str = "val_f1"  # best epoch by validation micro-F1, or "val_loss" as the reference system did
     bucket_batches: int = 50  # length-bucketing pool, in batches
 
     def __post_init__(self) -> None:
@@ -55,6 +55,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@dataclass
+class BestEpoch:
+    """Best-epoch selection and early stopping by ``TrainConfig.select_by`` and ``patience``, for both
+    training loops. Plain fields, so the worker loop's checkpoints carry it."""
+
+    epoch: int = 0  # last finished epoch
+    best_epoch: int = 0
+    best_score: float = -math.inf  # validation F1, or minus the validation loss
+    bad_epochs: int = 0  # epochs since the best one
+    stopped: bool = False  # patience ran out
+
+    def update(self, cfg: TrainConfig, epoch: int, val_f1: float, val_loss: float | None = None) -> bool:
+        """Record a finished epoch; True when it is the best so far (keep its weights)."""
+        score = val_f1 if cfg.select_by == "val_f1" else -val_loss
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.epoch, self.stopped = epoch, self.bad_epochs >= cfg.patience
+        return improved
+
+
+def weights(model: torch.nn.Module, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights (the best epoch's, to restore at the end)."""
+    return {k: (v.detach() if device is None else v.detach().to(device)).clone() for k, v in model.state_dict().items()}
 
 
 def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> torch.Tensor:
@@ -105,7 +133,7 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
     model.train()
     stats = EpochStats()
     # Sums stay on the device: reading a loss back every step would stall a GPU's queue.
-    loss_sum = penalty_sum = task_sum = None
+    sum_loss = sum_penalty = sum_tasks = None
     start = time.perf_counter()
     for batch in batches:
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -126,9 +154,9 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
             opt.step()
         sched.step()
         detached = losses.detach()
-        task_sum = detached if task_sum is None else task_sum + detached
-        loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()
-        penalty_sum = penalty.detach() if penalty_sum is None else penalty_sum + penalty.detach()
+        sum_tasks = detached if sum_tasks is None else sum_tasks + detached
+        sum_loss = total.detach() if sum_loss is None else sum_loss + total.detach()
+        sum_penalty = penalty.detach() if sum_penalty is None else sum_penalty + penalty.detach()
         stats.steps += 1
         stats.tokens += int(batch["attention_mask"].sum())
         if step_hook:
@@ -137,9 +165,9 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
         torch.cuda.synchronize(device)
     stats.seconds = time.perf_counter() - start
     if stats.steps:
-        stats.loss = float(loss_sum) / stats.steps
-        stats.penalty = float(penalty_sum) / stats.steps
-        stats.task_losses = (task_sum / stats.steps).tolist()
+        stats.loss = float(sum_loss) / stats.steps
+        stats.penalty = float(sum_penalty) / stats.steps
+        stats.task_losses = (sum_tasks / stats.steps).tolist()
     return stats
 
 
@@ -180,7 +208,7 @@ def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sente
     steps = sum(len(bucketed_batches(lengths, cfg.batch_size, cfg.seed + e, cfg.bucket_batches))
                 for e in range(cfg.epochs))
     opt, sched = make_optimizer(model, cfg, steps)
-    history, best_score, best_state, bad = [], -math.inf, None, 0
+    history, best, state = [], BestEpoch(), None
     for epoch in range(cfg.epochs):
         order = bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches)
         batches = (b for _, b in iter_batches(train, order, pad, model.schema.num_heads))
@@ -194,14 +222,10 @@ def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sente
         history.append(entry)
         if log:
             log(epoch, stats, report)
-        value = report.micro.f1 if cfg.select_by == "val_f1" else -entry["val_loss"]
-        if value > best_score:
-            best_score, bad = value, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if best.update(cfg, epoch, report.micro.f1, entry.get("val_loss")):
+            state = weights(model)
+        if best.stopped:
+            break
+    if state is not None:
+        model.load_state_dict(state)
     return history

@@ -142,6 +142,38 @@ def read_raw_text(path: str | Path) -> list[Sentence]:
     return sentences
 
 
+def read_input(path: str | Path, fmt: str = "auto", task: str = "nested") -> tuple[list[Sentence], str]:
+    """Sentences to tag and the format they were read as (``wojood`` or ``raw``).
+
+    ``fmt`` is ``wojood`` (a token per line, tags optional), ``raw`` (one sentence per line) or ``auto``: a
+    token-per-line file if it parses as one and has tags or blank lines between sentences, else raw text.
+    """
+    if fmt == "raw":
+        return read_raw_text(path), "raw"
+    if fmt == "wojood":
+        return read_file(path, task=task, require_tags=False), "wojood"
+    try:
+        sentences = read_file(path, task=task, require_tags=False)
+    except DataError:
+        return read_raw_text(path), "raw"
+    text = Path(path).read_text(encoding="utf-8-sig")
+    tagged = any(s.tags and any(s.tags) for s in sentences)
+    if tagged or any(not line.strip() for line in text.strip().splitlines()):
+        return sentences, "wojood"
+    return read_raw_text(path), "raw"  # one word per line, no blank lines: raw text of one-word sentences
+
+
+def sentence_lines(path: str | Path) -> list[int]:
+    """The line number where each sentence of a (valid) Wojood file starts."""
+    starts, blank = [], True
+    for lineno, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        empty = not raw.strip().lstrip(b"\xef\xbb\xbf").strip()
+        if not empty and blank:
+            starts.append(lineno)
+        blank = empty
+    return starts
+
+
 def format_sentences(sentences: Iterable[Sentence]) -> str:
     """Wojood text: ``token TAG ...`` per line, a blank line after every sentence."""
     out: list[str] = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,8 +19,10 @@ import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from nerlab.models import names as N
 from nerlab.platform import ownership
 from nerlab.platform import tracking as T
+from nerlab.platform.mlflow_server import free_port
 from nerlab.platform.prepare import Inputs, check_store, check_writable, prepare, validate_files
 from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.train_loop import Job, train_fn_per_worker
@@ -103,12 +104,6 @@ def check_fits(resources, overhead_cpus: float, address: str | None, where: str)
                              f"Ray has {have.get(kind, 0):g}; lower the workers or the {kind}s per worker")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def use_gpu(spec: RunSpec) -> bool:
     if spec.resources.use_gpu is not None:
         return spec.resources.use_gpu
@@ -144,7 +139,7 @@ def open_run(spec: RunSpec, inputs: Inputs, job_key: str, tracking_uri: str, art
     tags = {"plm": spec.model.plm, "loss": spec.loss.name, "penalty": str(spec.train.variance_penalty),
             "seed": str(spec.train.seed), "task": spec.task, "git_commit": T.git_commit(),
             **(extra_tags or {})}
-    run, created = T.find_or_create_run(client, exp_id, "nerlab.job", job_key, run_name=spec.name, tags=tags,
+    run, created = T.find_or_create_run(client, exp_id, N.JOB_TAG, job_key, run_name=spec.name, tags=tags,
                                         parent_run_id=parent_run_id, reuse_finished=reuse_finished)
     params = T.spec_params(spec)
     params["inputs"] = {"train": inputs.train, "val": inputs.val, "test": inputs.test, "plm": inputs.plm}
@@ -218,13 +213,13 @@ def _finished_job(uri: str, experiment: str, key: str, out: Path) -> JobResult |
         return None
     client = T.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    run = None if exp is None else T.find_run(client, exp.experiment_id, "nerlab.job", key)
-    if run is None or run.info.status != "FINISHED" or not (out / "model").is_dir():
+    run = None if exp is None else T.find_run(client, exp.experiment_id, N.JOB_TAG, key)
+    if run is None or run.info.status != "FINISHED" or not (out / N.MODEL_DIR).is_dir():
         return None
     m = run.data.metrics
-    epochs = max((x.step for x in client.get_metric_history(run.info.run_id, T.VAL_F1)), default=0)
-    return JobResult(run.info.run_id, m.get("best/" + T.VAL_F1, -1.0), m.get(T.TEST_F1, -1.0),
-                     int(m.get(T.BEST_EPOCH, 0)), epochs, str(out / "model"), finished_before=True)
+    epochs = max((x.step for x in client.get_metric_history(run.info.run_id, N.VAL_F1)), default=0)
+    return JobResult(run.info.run_id, m.get(N.BEST_VAL_F1, -1.0), m.get(N.TEST_F1, -1.0),
+                     int(m.get(N.BEST_EPOCH, 0)), epochs, str(out / N.MODEL_DIR), finished_before=True)
 
 
 def finish_job(client, run_id: str, result: ray.train.Result, model_dest: Path | None) -> JobResult:
@@ -236,10 +231,10 @@ def finish_job(client, run_id: str, result: ray.train.Result, model_dest: Path |
     model_dir = None
     if model_dest is not None and result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
-            if (Path(d) / "model").is_dir():
+            if (Path(d) / N.MODEL_DIR).is_dir():
                 shutil.rmtree(model_dest, ignore_errors=True)
-                shutil.copytree(Path(d) / "model", model_dest)
+                shutil.copytree(Path(d) / N.MODEL_DIR, model_dest)
                 model_dir = str(model_dest)
     client.set_terminated(run_id, status="FINISHED")
-    return JobResult(run_id, m["val_micro_f1"], m.get("test_micro_f1", -1.0), m.get("best_epoch", 0),
-                     m.get("epoch", 0), model_dir)
+    return JobResult(run_id, m[N.TUNE_VAL_F1], m.get(N.TUNE_TEST_F1, -1.0), m.get(N.TUNE_BEST_EPOCH, 0),
+                     m.get(N.TUNE_EPOCH, 0), model_dir)

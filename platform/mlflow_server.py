@@ -56,6 +56,8 @@ def start(store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", po
 
 def stop(proc: subprocess.Popen) -> None:
     """End the server's whole process group (supervisor, mlflow, uvicorn) and wait for it."""
+    if proc.poll() is not None:  # the supervisor ended, and took its group with it
+        return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)

@@ -8,16 +8,17 @@ or ``tiny:LAYERSxHIDDEN`` (a small BERT built locally from the training data, fo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from nerlab.losses import PRESETS, LossSpec
+from nerlab.models.tagger import TaggerConfig
 from nerlab.models.training import TrainConfig
 from nerlab.models.wojood import TASKS
 from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
 
 TINY_PLM = re.compile(r"^tiny:(\d+)x(\d+)$")
-KNOWN_HUB_PLMS = (  # the seed's PLMs and common alternatives; any other hub name is allowed too
+KNOWN_HUB_PLMS = (  # the reference system's PLMs and common alternatives; any other hub name is allowed too
     "UBC-NLP/ARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-mix", "qarib/bert-base-qarib",
     "aubmindlab/bert-base-arabertv2", "UBC-NLP/MARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-msa",
 )
@@ -77,21 +78,15 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(TaggerConfig):
+    """The tagger's settings (checked by ``TaggerConfig``), a default PLM, and how to load it."""
+
     plm: str = "tiny:2x64"
-    dropout: float = 0.1
-    flat_head: bool = False
-    flat_decoding: str = "heads"  # flat tags from the per-type heads (UM6P) or from the flat head
-    max_length: int = 512
     trust_remote_code: bool = False  # never run a hub repo's code unless asked
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be at least 8, not {self.max_length}")
-        if self.flat_decoding not in ("heads", "flat_head"):
-            raise ValueError(f"flat_decoding must be 'heads' or 'flat_head', not {self.flat_decoding!r}")
+    def tagger(self, plm: str) -> TaggerConfig:
+        """The tagger's own settings, with the PLM as resolved on the worker (a folder)."""
+        return TaggerConfig(**{**{f.name: getattr(self, f.name) for f in fields(TaggerConfig)}, "plm": plm})
 
 
 @dataclass(frozen=True)
@@ -145,17 +140,20 @@ class RunSpec:
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
-            raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
-        if self.model.flat_decoding == "flat_head" and not self.model.flat_head:
-            raise ValueError("model.flat_decoding 'flat_head' needs model.flat_head: true")
+        check_shared(self)
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+def check_shared(spec) -> None:
+    """The rules of the fields a run spec and a study spec share: name, task, precision."""
+    if spec.task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {spec.task!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
+        raise ValueError(f"name {spec.name!r} must be letters, digits, '.', '_' or '-'")
+    if spec.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {spec.precision!r}")
 
 
 def check_plm(plm: str, source: str, key: str = "model.plm") -> None:
@@ -227,13 +225,25 @@ def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
     return replace(spec, data=data, model=replace(spec.model, plm=plm), output=output)
 
 
+# Smoke mode (``--smoke``): any run or study shrunk to seconds, to check that its spec runs.
+SMOKE_PLM = "tiny:2x32"  # instead of a hub PLM
+SMOKE_DATA = DataSpec(synth=SynthData(sentences=200, seed=0))  # instead of data files (at most this many)
+
+
+def smoke_plm(plm: str) -> str:
+    return plm if plm.startswith("tiny:") else SMOKE_PLM
+
+
+def smoke_model_train(model: ModelSpec, train: TrainConfig) -> tuple[ModelSpec, TrainConfig]:
+    """Short windows, one epoch, small batches and a learning rate at which a tiny encoder learns."""
+    return (replace(model, max_length=min(model.max_length, 64)),
+            replace(train, epochs=1, batch_size=min(train.batch_size, 16), lr=max(train.lr, 1e-3)))
+
+
 def smoke_run(spec: RunSpec) -> RunSpec:
     """A seconds-long version of any run: synthetic data, one epoch, a tiny PLM for hub names, 1 worker."""
-    plm = spec.model.plm if spec.model.plm.startswith("tiny:") else "tiny:2x32"
-    return replace(spec, name=f"{spec.name}-smoke", data=DataSpec(synth=SynthData(sentences=200, seed=0)),
-                   model=replace(spec.model, plm=plm, max_length=min(spec.model.max_length, 64)),
-                   train=replace(spec.train, epochs=1, batch_size=min(spec.train.batch_size, 16),
-                                 lr=max(spec.train.lr, 1e-3)),
+    model, train = smoke_model_train(replace(spec.model, plm=smoke_plm(spec.model.plm)), spec.train)
+    return replace(spec, name=f"{spec.name}-smoke", data=SMOKE_DATA, model=model, train=train,
                    resources=replace(spec.resources, workers=1, use_gpu=False,
                                      cpus_per_worker=min(spec.resources.cpus_per_worker, 1.0)))
 

@@ -13,11 +13,12 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
 import ray
+import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from nerlab.models import names as N
 from nerlab.platform import mlflow_server, ownership
 from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
@@ -27,11 +28,11 @@ from nerlab.platform.run_spec import LossConfig, RunSpec
 from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec, load_study_spec
 from nerlab.platform.typed import SpecError, UsageError, from_dict
 
-METRIC = "val_micro_f1"
+METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
-STUDY_FILE = "study.yaml"
-GOLD_DIR = "gold"  # the parent run's copy of the gold validation file (for the bootstrap in select)
-STUDY_TAG, TRIAL_TAG, PARENT_TAG = "nerlab.study", "nerlab.trial", "nerlab.study_run"
+STUDY_FILE = N.STUDY_FILE
+GOLD_DIR = N.GOLD_DIR  # the parent run's copy of the gold validation file (for the bootstrap in select)
+STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
 
 
 # ---- the search space ----------------------------------------------------------------------------------
@@ -93,11 +94,11 @@ def trial_driver(config: dict, ctx: dict) -> None:
     uri = _tracking_uri(ctx)
     client = T.MlflowClient(uri)
     done = T.find_run(client, T.ensure_experiment(client, ctx["experiment"], None), TRIAL_TAG, trial_id)
-    if done is not None and done.info.status == "FINISHED" and "best/" + T.VAL_F1 in done.data.metrics:
+    if done is not None and done.info.status == "FINISHED" and N.BEST_VAL_F1 in done.data.metrics:
         # Finished before the driver died, but Tune had not recorded it: report it, do not train again.
         m = done.data.metrics
-        tune.report({"epoch": int(m.get(T.BEST_EPOCH, 0)), "best_epoch": int(m.get(T.BEST_EPOCH, 0)),
-                     METRIC: m["best/" + T.VAL_F1], "test_micro_f1": m.get(T.TEST_F1, -1.0), "final": True})
+        tune.report({N.TUNE_EPOCH: int(m.get(N.BEST_EPOCH, 0)), N.TUNE_BEST_EPOCH: int(m.get(N.BEST_EPOCH, 0)),
+                     METRIC: m[N.BEST_VAL_F1], N.TUNE_TEST_F1: m.get(N.TEST_F1, -1.0), N.TUNE_FINAL: True})
         return
     client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None,
                              ctx["experiment"], parent_run_id=ctx["parent_run_id"],
@@ -131,8 +132,8 @@ class CloseTrialRuns(tune.Callback):
         if run is None or run.info.status != "RUNNING":
             return
         last = trial.last_result or {}
-        if status == "FINISHED" and not last.get("final", False):
-            client.set_tag(run.info.run_id, "nerlab.stopped_early", "true")
+        if status == "FINISHED" and not last.get(N.TUNE_FINAL, False):
+            client.set_tag(run.info.run_id, N.STOPPED_EARLY_TAG, "true")
         client.set_terminated(run.info.run_id, status=status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -236,13 +237,13 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         client = T.MlflowClient(uri)
         exp_id = T.ensure_experiment(client, spec.tracking.experiment or spec.name, artifacts)
         parent, created = T.find_or_create_run(client, exp_id, PARENT_TAG, spec.name, run_name=spec.name,
-                                               tags={"nerlab.kind": "study", "git_commit": T.git_commit(),
+                                               tags={N.KIND_TAG: "study", "git_commit": T.git_commit(),
                                                      ownership.DIGEST_TAG: _digest(spec)})
         if not _local_store(store_uri, out):  # drivers on other machines see the study through the server
             stack.enter_context(ownership.ServerLease(client, parent.info.run_id, f"study {spec.name}"))
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
-            client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), "config")
+            client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), N.CONFIG_DIR)
             # The gold validation file travels with the study, so `nerlab select` can bootstrap anywhere.
             _log_as(client, parent.info.run_id, ctx["data"]["val"], f"{GOLD_DIR}/val.txt")
         ctx.update(spec=spec.to_dict(), tracking_uri=uri, output=str(out), local_server=uri != store_uri,
@@ -316,7 +317,7 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
         if parent is not None and not _local_store(store_uri, out):
             stamp = f"{spec.name}~archived-{parent.info.run_id[:8]}"
             client = T.MlflowClient(store_uri)
-            T.set_tags(client, parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})
+            T.set_tags(client, parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})  # MLflow's name tag
         moved = ownership.archive(out)
         stack.enter_context(ownership.FolderLock(out, what))
         print(f"archived the old study {spec.name} to {moved}", flush=True)
@@ -339,13 +340,13 @@ def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Pat
     board_dir.mkdir(exist_ok=True)
     board.to_csv(board_dir / "leaderboard.csv", index=False)
     (board_dir / "leaderboard.txt").write_text(format_board(board) + "\n")
-    client.log_artifacts(parent_id, str(board_dir), "leaderboard")
+    client.log_artifacts(parent_id, str(board_dir), N.LEADERBOARD_DIR)
     errors = sum(1 for r in results if r.error is not None)
     summary = {"study": spec.name, "trials": len(results), "errors": errors, "output": str(out)}
     if len(board):
         best = board.iloc[0]
         summary.update(best_config=best["config"], best_val_f1=float(best["val_f1_mean"]))
-        T.log_metrics(client, parent_id, {"best/" + T.VAL_F1: float(best["val_f1_mean"])}, step=0)
+        T.log_metrics(client, parent_id, {N.BEST_VAL_F1: float(best["val_f1_mean"])}, step=0)
     try:  # the report (figures + HTML on the parent run); a failed figure must not fail the study
         from nerlab.dashboards.report import build_report
 
@@ -381,7 +382,7 @@ def study_status(spec: StudySpec) -> dict:
     best = None
     for r in runs.values():
         counts[r.info.status] = counts.get(r.info.status, 0) + 1
-        f1 = r.data.metrics.get("best/" + T.VAL_F1, r.data.metrics.get(T.VAL_F1))
+        f1 = r.data.metrics.get(N.BEST_VAL_F1, r.data.metrics.get(N.VAL_F1))
         if f1 is not None and (best is None or f1 > best[0]):
             t = r.data.tags
             best = (f1, t.get(TRIAL_TAG), t.get("plm"), t.get("loss"), t.get("penalty"),

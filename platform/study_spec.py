@@ -6,16 +6,16 @@ A study holds the fields of a run spec that every trial shares (task, data, mode
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nerlab.losses import PER_HEAD_LOSSES, PRESETS
 from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
-    DataSpec, LossConfig, ModelSpec, RunSpec, SynthData, Tracking, check_plm, resolve_paths,
+    SMOKE_DATA, SMOKE_PLM, DataSpec, LossConfig, ModelSpec, Resources, RunSpec, SynthData, Tracking, check_plm,
+    check_shared, resolve_paths, smoke_model_train, smoke_plm,
 )
-from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
+from nerlab.platform.typed import from_dict, load_yaml, to_dict
 
 Range = dict[str, tuple[float, ...]]  # {uniform: [lo, hi]} or {log_uniform: [lo, hi]}
 AXES_NUMERIC = ("lr", "dropout", "focal_gamma", "tversky_alpha", "tversky_beta")
@@ -149,7 +149,7 @@ class StudySpec:
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        RunSpec(name=self.name, task=self.task, precision=self.precision)  # same rules as a run
+        check_shared(self)  # the same rules as a run's
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -157,8 +157,6 @@ class StudySpec:
     def base_run(self) -> RunSpec:
         """The run spec every trial starts from (search values are filled in per trial)."""
         r = self.resources
-        from nerlab.platform.run_spec import Resources
-
         return RunSpec(name=self.name, task=self.task, data=self.data, model=self.model, train=self.train,
                        tracking=self.tracking, precision=self.precision, output=self.output,
                        ray_address=self.ray_address,
@@ -170,21 +168,21 @@ class StudySpec:
 def smoke(spec: StudySpec) -> StudySpec:
     """A seconds-long version of any study: synthetic sentences, one epoch, a tiny PLM, one trial."""
     s = spec.search
-    plms = tuple(p if p.startswith("tiny:") else "tiny:2x32" for p in s.plm[:1])
     losses = dict(list(s.losses.items())[:1])
     pen = s.variance_penalty[:1] if isinstance(s.variance_penalty, tuple) else s.variance_penalty
-    search = replace(s, plm=plms, loss=losses, variance_penalty=pen, seeds=s.seeds[:1],
-                     num_samples=1,
+    search = replace(s, plm=tuple(smoke_plm(p) for p in s.plm[:1]), loss=losses, variance_penalty=pen,
+                     seeds=s.seeds[:1], num_samples=1,
                      **{k: getattr(s, k)[:1] for k in (*AXES_NUMERIC, "batch_size")
                         if isinstance(getattr(s, k), tuple)})
-    data = spec.data if spec.data.synth is not None else DataSpec(synth=SynthData(sentences=200, seed=0))
+    data = SMOKE_DATA
     if spec.data.synth is not None:
-        data = DataSpec(synth=replace(spec.data.synth, sentences=min(spec.data.synth.sentences, 200)))
-    train = replace(spec.train, epochs=1, batch_size=min(spec.train.batch_size, 16), lr=max(spec.train.lr, 1e-3))
+        data = DataSpec(synth=replace(spec.data.synth, sentences=min(spec.data.synth.sentences,
+                                                                     SMOKE_DATA.synth.sentences)))
+    model, train = smoke_model_train(spec.model, spec.train)
     resources = replace(spec.resources, workers_per_trial=1, cpus_per_worker=min(spec.resources.cpus_per_worker, 0.5),
                         use_gpu=False, max_concurrent=min(spec.resources.max_concurrent, 2))
     return replace(spec, name=f"{spec.name}-smoke", data=data, search=search, train=train, resources=resources,
-                   model=replace(spec.model, max_length=min(spec.model.max_length, 64)),
+                   model=model,
                    output=str(Path(spec.output).parent / f"{Path(spec.output).name}-smoke") if spec.output else None)
 
 
@@ -199,7 +197,7 @@ def load_study_spec(path: str | Path, smoke_mode: bool = False, output: str | No
     if smoke_mode:
         spec = smoke(spec)
     # resolve data and check every PLM the search can pick
-    run = resolve_paths(replace(spec.base_run(), model=replace(spec.model, plm="tiny:2x32")), path.parent, source)
+    run = resolve_paths(replace(spec.base_run(), model=replace(spec.model, plm=SMOKE_PLM)), path.parent, source)
     plms = []
     for i, plm in enumerate(spec.search.plm):
         local = (path.parent / plm)
@@ -207,6 +205,4 @@ def load_study_spec(path: str | Path, smoke_mode: bool = False, output: str | No
             plm = str(local.expanduser().resolve())
         check_plm(plm, source, f"search.plm[{i}]")
         plms.append(plm)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
-        raise SpecError(f"{source}: name: {spec.name!r} must be letters, digits, '.', '_' or '-'")
     return replace(spec, data=run.data, search=replace(spec.search, plm=tuple(plms)))

@@ -1,41 +1,23 @@
 """MLflow: where runs go, finding-or-creating runs idempotently, and safe logging.
 
 Embedded default: an absolute ``sqlite:///`` store and an artifact folder under the output directory
-(Ray moves working directories, so nothing may be relative). A run is identified by tags
-(``nerlab.job`` for a training job, ``nerlab.trial`` for a study trial) so a restarted job or trial
+(Ray moves working directories, so nothing may be relative). A run is identified by a tag
+(``names.JOB_TAG``, the job's key; a study's trials also carry ``names.TRIAL_TAG``) so a restarted job or trial
 finds and continues its run instead of opening a second one.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from nerlab.platform.typed import to_dict
-
-# Metric names, defined once.
-TRAIN_LOSS = "train/loss"
-TRAIN_PENALTY = "train/variance_penalty"
-TRAIN_TASK_LOSS = "train/loss_{}"
-VAL_F1 = "val/micro_f1"
-VAL_LOSS = "val/loss"
-VAL_P = "val/micro_precision"
-VAL_R = "val/micro_recall"
-VAL_TYPE_F1 = "val/f1_{}"
-TEST_F1 = "test/micro_f1"
-TEST_TYPE_F1 = "test/f1_{}"
-LR = "train/lr"
-TOKENS_PER_S = "train/tokens_per_second"
-EPOCH_SECONDS = "train/epoch_seconds"
-BEST_EPOCH = "best_epoch"
-
+from nerlab.models import names as N
+from nerlab.platform.typed import redact, to_dict
 
 def default_store(output: str | Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the embedded SQLite store under ``output``."""
@@ -53,21 +35,6 @@ def resolve_tracking(spec_uri: str | None, output: str | Path) -> tuple[str, str
     elif "://" not in uri:  # a bare path means a SQLite file there
         uri = f"sqlite:///{Path(uri).resolve()}"
     return uri, None
-
-
-def redact(uri: str) -> str:
-    """A URI without its password or token (never log credentials)."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        netloc = f"***@{host}"
-    query = re.sub(r"(?i)((?:password|token|secret|key)=)[^&]*", r"\1***", parts.query)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return uri  # nothing to hide: unchanged (urlunsplit would turn sqlite:////abs into sqlite://abs)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -108,7 +75,7 @@ def find_or_create_run(client: MlflowClient, experiment_id: str, tag: str, value
         return run, False
     all_tags = {tag: value, **(tags or {})}
     if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags[N.PARENT_RUN_TAG] = parent_run_id
     return client.create_run(experiment_id, run_name=run_name, tags=all_tags), True
 
 
@@ -138,7 +105,7 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
         client.log_batch(run_id, metrics=batch[i:i + 200])
 
 
-def logged_steps(client: MlflowClient, run_id: str, key: str = VAL_F1) -> set[int]:
+def logged_steps(client: MlflowClient, run_id: str, key: str = N.VAL_F1) -> set[int]:
     return {m.step for m in client.get_metric_history(run_id, key)}
 
 

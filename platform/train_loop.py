@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray.train
 import ray.train.torch
@@ -20,12 +20,14 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file, save_model
 
+from nerlab.losses import LossSpec
+from nerlab.models import names as N
 from nerlab.models.encoding import WordPieces, bucketed_batches, encode, iter_batches, shard
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report, score
-from nerlab.models.tagger import MultiTaskTagger, TaggerConfig, load_tokenizer
-from nerlab.models.training import loss_sum, make_optimizer, seed_everything, train_epoch
+from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
+from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_everything, train_epoch, weights
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
@@ -37,14 +39,9 @@ _CACHE: dict = {}  # per worker process: read + encoded corpora, keyed by file, 
 
 
 @dataclass
-class LoopState:
-    """Everything besides tensors that a resumed job needs."""
+class LoopState(BestEpoch):
+    """Everything besides tensors that a resumed job needs: the best-epoch tracker and the epochs' entries."""
 
-    epoch: int = 0  # last finished epoch (1-based)
-    best_epoch: int = 0
-    best_score: float = float("-inf")
-    bad_epochs: int = 0
-    stopped: bool = False
     history: list[dict] = field(default_factory=list)
 
 
@@ -63,6 +60,74 @@ class Job:
     @classmethod
     def from_config(cls, config: dict) -> "Job":
         return cls(spec=from_dict(RunSpec, config["spec"], "job"), **{k: v for k, v in config.items() if k != "spec"})
+
+
+@dataclass
+class Worker:
+    """One DDP worker: where it runs, its model and what trains it; every helper below takes this."""
+
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    model: MultiTaskTagger  # unwrapped (DDP shares its parameters)
+    tokenizer: Any
+    eval_batch_size: int
+    job: Job | None = None
+    opt: torch.optim.Optimizer | None = None
+    sched: Any = None
+    scaler: torch.amp.GradScaler | None = None
+    loss: LossSpec | None = None
+    log: "RankZeroLog | None" = None  # rank 0 only
+
+    @property
+    def pad(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def evaluate(self, sentences, windows) -> tuple[Report, list]:
+        """Score the whole set: every rank predicts windows[rank::world]; all ranks see all predictions."""
+        mine = list(range(self.rank, len(windows), self.world))
+        heads, flat = predict_windows(self.model, [windows[i] for i in mine], self.eval_batch_size, self.pad,
+                                      self.device, self.dtype)
+        parts = [(mine, heads, flat)]
+        if self.world > 1:
+            parts = [None] * self.world
+            dist.all_gather_object(parts, (mine, heads, flat))
+        all_heads, all_flat = [None] * len(windows), [None] * len(windows)
+        for idx, h, f in parts:
+            for i, hh, ff in zip(idx, h, f):
+                all_heads[i], all_flat[i] = hh, ff
+        task = self.model.schema.task
+        pred = assemble(sentences, windows, all_heads, all_flat, self.model.schema, task,
+                        self.model.config.flat_decoding)
+        return score(sentences, pred, task), pred
+
+    def val_loss(self, windows) -> float:
+        """Validation loss over the whole set: every rank sums windows[rank::world], the sums are added."""
+        total, n = loss_sum(self.model, windows[self.rank::self.world], self.eval_batch_size, self.pad, self.loss,
+                            self.job.spec.train, self.device, self.dtype)
+        sums = torch.tensor([total, n], dtype=torch.float64, device=self.device)  # NCCL reduces only GPU tensors
+        if self.world > 1:
+            dist.all_reduce(sums)
+        return float(sums[0] / sums[1].clamp(min=1))
+
+    def save_checkpoint(self, folder: Path, state: LoopState, best: dict | None) -> None:
+        save_model(self.model, str(folder / "model.safetensors"))
+        if best is not None:
+            save_file(best, str(folder / "best.safetensors"))
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                    "scaler": self.scaler.state_dict()}, folder / "optim.pt")
+        (folder / STATE_FILE).write_text(json.dumps(asdict(state)))
+
+    def load_checkpoint(self, folder: Path) -> tuple[LoopState, dict | None]:
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        optim = torch.load(folder / "optim.pt", map_location=self.device, weights_only=True)
+        self.opt.load_state_dict(optim["optimizer"])
+        self.sched.load_state_dict(optim["scheduler"])
+        if optim.get("scaler"):
+            self.scaler.load_state_dict(optim["scaler"])
+        best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
+        return LoopState(**json.loads((folder / STATE_FILE).read_text())), best
 
 
 def _corpus(path: str, task: str, tokenizer, tok_key: str, schema: LabelSchema, max_length: int):
@@ -85,60 +150,12 @@ def _autocast_dtype(precision: str, device: torch.device):
     return None
 
 
-def _gather_eval(model, sentences, windows, task: str, batch_size: int, pad_id: int, device, dtype
-                 ) -> tuple[Report, list]:
-    """Score the whole set: every rank predicts windows[rank::world]; all ranks see all predictions."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    mine = list(range(rank, len(windows), world))
-    heads, flat = predict_windows(model, [windows[i] for i in mine], batch_size, pad_id, device, dtype)
-    parts = [(mine, heads, flat)]
-    if world > 1:
-        parts = [None] * world
-        dist.all_gather_object(parts, (mine, heads, flat))
-    all_heads, all_flat = [None] * len(windows), [None] * len(windows)
-    for idx, h, f in parts:
-        for i, hh, ff in zip(idx, h, f):
-            all_heads[i], all_flat[i] = hh, ff
-    pred = assemble(sentences, windows, all_heads, all_flat, model.schema, task, model.config.flat_decoding)
-    return score(sentences, pred, task), pred
-
-
-def _gather_loss(model, windows, cfg, loss_spec, pad_id: int, device, dtype) -> float:
-    """Validation loss over the whole set: every rank sums windows[rank::world], the sums are added."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    total, n = loss_sum(model, windows[rank::world], cfg.batch_size * 2, pad_id, loss_spec, cfg, device, dtype)
-    sums = torch.tensor([total, n], dtype=torch.float64, device=device)  # NCCL reduces only GPU tensors
-    if world > 1:
-        dist.all_reduce(sums)
-    return float(sums[0] / sums[1].clamp(min=1))
-
-
-def _save_checkpoint(folder: Path, model, opt, sched, scaler, state: LoopState, best: dict | None) -> None:
-    save_model(model, str(folder / "model.safetensors"))
-    if best is not None:
-        save_file(best, str(folder / "best.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict()},
-               folder / "optim.pt")
-    (folder / STATE_FILE).write_text(json.dumps(asdict(state)))
-
-
-def _load_checkpoint(folder: Path, model, opt, sched, scaler, device) -> tuple[LoopState, dict | None]:
-    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
-    optim = torch.load(folder / "optim.pt", map_location=device, weights_only=True)
-    opt.load_state_dict(optim["optimizer"])
-    sched.load_state_dict(optim["scheduler"])
-    if optim.get("scaler"):
-        scaler.load_state_dict(optim["scaler"])
-    best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
-    return LoopState(**json.loads((folder / STATE_FILE).read_text())), best
-
-
 def _epoch_metrics(epoch: int, stats, report: Report, lr: float, tokens_per_s: float, names: list[str]) -> dict:
-    m = {T.TRAIN_LOSS: stats.loss, T.TRAIN_PENALTY: stats.penalty, T.LR: lr, T.TOKENS_PER_S: tokens_per_s,
-         T.EPOCH_SECONDS: stats.seconds, T.VAL_F1: report.micro.f1, T.VAL_P: report.micro.precision,
-         T.VAL_R: report.micro.recall}
-    m.update({T.TRAIN_TASK_LOSS.format(n): v for n, v in zip(names, stats.task_losses)})
-    m.update({T.VAL_TYPE_F1.format(t): s.f1 for t, s in report.per_type.items()})
+    m = {N.TRAIN_LOSS: stats.loss, N.TRAIN_PENALTY: stats.penalty, N.LR: lr, N.TOKENS_PER_S: tokens_per_s,
+         N.EPOCH_SECONDS: stats.seconds, N.VAL_F1: report.micro.f1, N.VAL_P: report.micro.precision,
+         N.VAL_R: report.micro.recall}
+    m.update({N.TRAIN_TASK_LOSS.format(n): v for n, v in zip(names, stats.task_losses)})
+    m.update({N.VAL_TYPE_F1.format(t): s.f1 for t, s in report.per_type.items()})
     return {"epoch": epoch, "metrics": m}
 
 
@@ -150,12 +167,12 @@ class RankZeroLog:
     folder becomes the run's artifact, so it must hold the epochs of earlier attempts too.
     """
 
-    def __init__(self, job: Job, tb_dir: Path):
+    def __init__(self, job: Job):
         from torch.utils.tensorboard import SummaryWriter
 
         self.client, self.run_id = T.MlflowClient(job.tracking_uri), job.run_id
-        self.tb_dir = tb_dir
-        self.tb = SummaryWriter(str(tb_dir))
+        self.tb_dir = Path(tempfile.mkdtemp(prefix="nerlab-tb-"))
+        self.tb = SummaryWriter(str(self.tb_dir))
         self.done = T.logged_steps(self.client, self.run_id)
 
     def epoch(self, entry: dict) -> None:
@@ -183,42 +200,37 @@ def train_fn_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    dtype = _autocast_dtype(spec.precision, device)
     seed_everything(cfg.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
 
     tokenizer = load_tokenizer(job.plm, spec.model.trust_remote_code)
     schema = LabelSchema.wojood(spec.task)
     train_s, train_w = _corpus(job.train, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     val_s, val_w = _corpus(job.val, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
-    tagger_cfg = TaggerConfig(plm=job.plm, dropout=spec.model.dropout, flat_head=spec.model.flat_head,
-                              flat_decoding=spec.model.flat_decoding, max_length=spec.model.max_length)
-    model = MultiTaskTagger.from_plm(job.plm, schema, tagger_cfg, spec.model.trust_remote_code).to(device)
-    lengths = [len(w) for w in train_w]
+    model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
+    w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
+               cfg.batch_size * 2, job, loss=spec.loss.to_loss_spec(), log=RankZeroLog(job) if rank == 0 else None)
+    lengths = [len(x) for x in train_w]
     steps_per_epoch = len(shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed, cfg.bucket_batches),
                                 rank, world, even=True))
-    opt, sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    w.scaler = torch.amp.GradScaler(device.type, enabled=w.dtype is torch.float16)
     state, best = LoopState(), None
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state, best = _load_checkpoint(Path(d), model, opt, sched, scaler, device)
+            state, best = w.load_checkpoint(Path(d))
         if best is None and state.best_epoch == state.epoch:  # the checkpointed weights are the best
-            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = weights(model, "cpu")
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    loss_spec = spec.loss.to_loss_spec()
     names = list(schema.types) + (["FLAT"] if spec.model.flat_head else [])
-    pad = tokenizer.pad_token_id
-    tb_root = Path(tempfile.mkdtemp(prefix="nerlab-tb-"))
-    log = RankZeroLog(job, tb_root) if rank == 0 else None
     nodes = [ray.util.get_node_ip_address()] * world  # each rank's node, in rank order (this attempt's)
     if world > 1:
         dist.all_gather_object(nodes, nodes[0])
-    if log:
-        T.set_tags(log.client, log.run_id, {"nerlab.worker_nodes": ",".join(nodes),
-                                            "nerlab.device": device.type,
-                                            "nerlab.precision": str(dtype).removeprefix("torch.") if dtype else "fp32"})
+    if w.log:
+        T.set_tags(w.log.client, w.log.run_id, {
+            N.WORKER_NODES_TAG: ",".join(nodes), N.DEVICE_TAG: device.type,
+            N.PRECISION_TAG: str(w.dtype).removeprefix("torch.") if w.dtype else "fp32"})
         for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
-            log.epoch(entry)
+            w.log.epoch(entry)
 
     while not state.stopped and state.epoch < cfg.epochs:
         epoch = state.epoch + 1
@@ -227,71 +239,66 @@ def train_fn_per_worker(config: dict) -> None:
         seed_everything(cfg.seed + epoch)
         order = shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches),
                       rank, world, even=True)
-        batches = (b for _, b in iter_batches(train_w, order, pad, schema.num_heads))
-        lr = sched.get_last_lr()[0]
-        stats = train_epoch(ddp, batches, opt, sched, loss_spec, cfg, device, dtype, scaler=scaler)
+        batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
+        lr = w.sched.get_last_lr()[0]
+        stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
         tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(tokens)
-        report, _ = _gather_eval(model, val_s, val_w, spec.task, cfg.batch_size * 2, pad, device, dtype)
+        report, _ = w.evaluate(val_s, val_w)
         entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
-        if cfg.select_by == "val_loss":  # as the seed did: the loss it trains on, over the whole validation set
-            entry["metrics"][T.VAL_LOSS] = _gather_loss(model, val_w, cfg, loss_spec, pad, device, dtype)
-        value = report.micro.f1 if cfg.select_by == "val_f1" else -entry["metrics"][T.VAL_LOSS]
-        if value > state.best_score:
-            state.best_score, state.best_epoch, state.bad_epochs = value, epoch, 0
-            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            state.bad_epochs += 1
-        state.epoch, state.stopped = epoch, state.bad_epochs >= cfg.patience
+        if cfg.select_by == "val_loss":  # as the reference system did: the loss it trains on, whole validation set
+            entry["metrics"][N.VAL_LOSS] = w.val_loss(val_w)
+        if state.update(cfg, epoch, report.micro.f1, entry["metrics"].get(N.VAL_LOSS)):
+            best = weights(model, "cpu")
         state.history.append(entry)
-        _report_epoch(rank, entry, state, model, opt, sched, scaler, best)
-        if log:
-            log.epoch(entry)
+        _report_epoch(w, entry, state, best)
+        if w.log:
+            w.log.epoch(entry)
 
-    _finish(job, rank, model, tokenizer, best, state, val_s, val_w, device, dtype, log, tb_root)
+    _finish(w, state, best, val_s, val_w)
 
 
-def _report_epoch(rank, entry, state: LoopState, model, opt, sched, scaler, best) -> None:
+def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -> None:
     """Checkpoint (rank 0 writes) and report; every rank reports once per epoch."""
-    metrics = {"epoch": entry["epoch"], "val_micro_f1": entry["metrics"][T.VAL_F1],
-               "train_loss": entry["metrics"][T.TRAIN_LOSS], "final": False}
+    metrics = {N.TUNE_EPOCH: entry["epoch"], N.TUNE_VAL_F1: entry["metrics"][N.VAL_F1],
+               N.TUNE_TRAIN_LOSS: entry["metrics"][N.TRAIN_LOSS], N.TUNE_FINAL: False}
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
-        if rank == 0:
-            _save_checkpoint(Path(d), model, opt, sched, scaler, state, None if state.best_epoch == state.epoch else best)
+        if w.rank == 0:
+            w.save_checkpoint(Path(d), state, None if state.best_epoch == state.epoch else best)
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(metrics, checkpoint=ckpt)
 
 
-def _finish(job: Job, rank, model, tokenizer, best, state: LoopState, val_s, val_w, device, dtype, log, tb_root):
+def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> None:
     """Best weights -> validation and test predictions, the model folder, artifacts, a final report."""
-    spec = job.spec
+    job = w.job
     if best is not None:
-        model.load_state_dict(best)
-    pad, bs = tokenizer.pad_token_id, spec.train.batch_size * 2
-    val_report, val_pred = _gather_eval(model, val_s, val_w, spec.task, bs, pad, device, dtype)
+        w.model.load_state_dict(best)
+    val_report, val_pred = w.evaluate(val_s, val_w)
     test_report = test_pred = None
     if job.test:
-        test_s, test_w = _corpus(job.test, spec.task, tokenizer, job.plm, model.schema, spec.model.max_length)
-        test_report, test_pred = _gather_eval(model, test_s, test_w, spec.task, bs, pad, device, dtype)
-    final = {"epoch": state.epoch, "best_epoch": state.best_epoch, "val_micro_f1": val_report.micro.f1,
-             "test_micro_f1": test_report.micro.f1 if test_report else -1.0, "final": True}
+        spec = job.spec
+        test_report, test_pred = w.evaluate(*_corpus(job.test, spec.task, w.tokenizer, job.plm, w.model.schema,
+                                                     spec.model.max_length))
+    final = {N.TUNE_EPOCH: state.epoch, N.TUNE_BEST_EPOCH: state.best_epoch, N.TUNE_VAL_F1: val_report.micro.f1,
+             N.TUNE_TEST_F1: test_report.micro.f1 if test_report else -1.0, N.TUNE_FINAL: True}
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
-        if rank == 0:
-            out = Path(d)
-            model.save(out / "model", tokenizer)
-            _write_outputs(out, spec, model.schema, val_report, val_pred, test_report, test_pred)
-            metrics = {T.BEST_EPOCH: state.best_epoch, "best/" + T.VAL_F1: val_report.micro.f1}
+        if w.rank == 0:
+            out, log = Path(d), w.log
+            w.model.save(out / N.MODEL_DIR, w.tokenizer)
+            _write_outputs(out, job.spec, w.model.schema, val_report, val_pred, test_report, test_pred)
+            metrics = {N.BEST_EPOCH: state.best_epoch, N.BEST_VAL_F1: val_report.micro.f1}
             if test_report:
-                metrics[T.TEST_F1] = test_report.micro.f1
-                metrics.update({T.TEST_TYPE_F1.format(t): s.f1 for t, s in test_report.per_type.items()})
+                metrics[N.TEST_F1] = test_report.micro.f1
+                metrics.update({N.TEST_TYPE_F1.format(t): s.f1 for t, s in test_report.per_type.items()})
             T.log_metrics(log.client, log.run_id, metrics, step=state.epoch)
-            for sub in ("config", "reports", "predictions", "model"):
+            for sub in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR, N.MODEL_DIR):
                 log.artifacts(out / sub, sub)
             log.tb.close()
-            log.artifacts(tb_root, "tensorboard")
+            log.artifacts(log.tb_dir, N.TENSORBOARD_DIR)
             (out / FINAL_FILE).write_text(json.dumps(final))
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(final, checkpoint=ckpt)
@@ -300,14 +307,15 @@ def _finish(job: Job, rank, model, tokenizer, best, state: LoopState, val_s, val
 def _write_outputs(out: Path, spec: RunSpec, schema, val_report, val_pred, test_report, test_pred) -> None:
     import yaml
 
-    (out / "config").mkdir()
-    (out / "config" / "resolved_spec.yaml").write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True))
-    schema.save(out / "config" / "label_schema.json")
-    (out / "reports").mkdir()
-    (out / "predictions").mkdir()
+    config, reports, predictions = (out / N.CONFIG_DIR, out / N.REPORTS_DIR, out / N.PREDICTIONS_DIR)
+    config.mkdir()
+    (config / "resolved_spec.yaml").write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True))
+    schema.save(config / "label_schema.json")
+    reports.mkdir()
+    predictions.mkdir()
     for split, report, pred in (("val", val_report, val_pred), ("test", test_report, test_pred)):
         if report is None:
             continue
-        (out / "reports" / f"{split}_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        (out / "reports" / f"{split}_report.txt").write_text(report.format() + "\n")
-        (out / "predictions" / f"{split}.txt").write_text(format_sentences(pred), encoding="utf-8")
+        (reports / f"{split}_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+        (reports / f"{split}_report.txt").write_text(report.format() + "\n")
+        (predictions / f"{split}.txt").write_text(format_sentences(pred), encoding="utf-8")

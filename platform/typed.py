@@ -20,19 +20,17 @@ class SpecError(ValueError):
 
 
 class UsageError(ValueError):
-    """Bad input found before anything started; reported on one line with exit code 2."""
+    """Bad input found before anything started (a command-line value, a missing study or store)."""
 
 
 _URI_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
-_SECRET_QUERY = re.compile(r"(?i)\b((?:password|passwd|token|secret|key)=)[^&\s'\"]+")
+_SECRET_QUERY = re.compile(r"(?i)((?:password|passwd|token|secret|key)=)[^&\s'\"]+")
 
 
-def redact_text(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URI and ``token=...`` query values masked.
-
-    A safety net for messages that echo a spec value (tracking URIs, Ray addresses): credentials never
-    reach the terminal or a log.
-    """
+def redact(text: str) -> str:
+    """``text`` (a URI, or a message that echoes one) with the ``user:password@`` of every URI and the
+    values of ``token=``, ``password=``, ``secret=``, ``key=`` masked: credentials never reach the
+    terminal, a log, or MLflow params."""
     return _SECRET_QUERY.sub(r"\1***", _URI_CREDENTIALS.sub(r"\1***@", text))
 
 

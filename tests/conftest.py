@@ -1,10 +1,12 @@
-"""Shared fixtures: the real Wojood sample (skipped where absent), synthetic data and tiny PLMs."""
+"""Shared fixtures: the real Wojood sample (skipped where absent), synthetic data, tiny PLMs, a local Ray
+with 2 CPUs, and spec files written from a base spec plus changes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "wojood-sample"
@@ -51,3 +53,55 @@ def sample_plm(sample_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("sample-plm")
     return build_tiny_plm([sample_dir / "train.txt"], out, layers=2, hidden=64, heads=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ray_2_cpus():
+    """One local Ray (2 CPUs) for a module, shut down after it; no RAY_ADDRESS or MLflow URI leaks in."""
+    import ray
+
+    from nerlab.platform.jobs import connect_ray
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        connect_ray(num_cpus=2)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def deep_merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in, mapping by mapping (a change of ``train.lr`` keeps ``train.epochs``)."""
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture(scope="session")
+def spec_file():
+    """``spec_file(path, base, **changes)``: write ``base`` deep-merged with ``changes`` as a YAML spec."""
+    def write(path: Path, base: dict, **changes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(deep_merge(base, changes), allow_unicode=True), encoding="utf-8")
+        return path
+    return write
+
+
+@pytest.fixture(scope="session")
+def cli_verbs() -> list:
+    """Every full verb of the command line (``("study", "run")``, ``("train",)``, ...) with its parser."""
+    import argparse
+
+    from nerlab.platform.cli import build_parser
+
+    def leaves(parser, prefix=()):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield prefix, parser
+        for action in subs:
+            for name, sub in action.choices.items():
+                yield from leaves(sub, prefix + (name,))
+    return list(leaves(build_parser()))

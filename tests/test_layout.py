@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,9 +19,33 @@ def test_platform_folder_has_no_init():
     assert not (ROOT / "platform" / "__init__.py").exists()
 
 
-def test_cli_help_lists_the_verbs():
-    from nerlab.platform.cli import build_parser
+def test_every_verb_has_help_and_a_function(cli_verbs, capsys):
+    """Each verb prints its own usage for --help (exit 0) and is wired to the function that runs it."""
+    from nerlab.platform.cli import main
 
-    text = build_parser().format_help()
-    for verb in ("data", "plm", "evaluate", "train", "study"):
-        assert verb in text
+    verbs = cli_verbs
+    assert {v[0] for v, _ in verbs} >= {"data", "plm", "evaluate", "train", "study", "leaderboard", "report",
+                                         "select", "predict", "ui"}
+    for verb, parser in verbs:
+        assert callable(parser.get_default("fn")), verb
+        with pytest.raises(SystemExit) as exit_:
+            main([*verb, "--help"])
+        assert exit_.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: nerlab {' '.join(verb)} "), verb
+
+
+def test_imports_point_one_way():
+    """losses <- models <- platform; dashboards uses models only; nothing imports the CLI (no cycle)."""
+    import ast
+
+    forbidden = {"losses": ("nerlab.models", "nerlab.platform", "nerlab.dashboards"),
+                 "models": ("nerlab.platform", "nerlab.dashboards", "ray", "mlflow", "optuna"),
+                 "dashboards": ("nerlab.platform", "ray"),
+                 "platform": ("nerlab.platform.cli",)}
+    for folder, bad in forbidden.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                for name in names:
+                    assert not any(name == b or name.startswith(b + ".") for b in bad), f"{path}: imports {name}"

@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
 
 
 def register(sub) -> None:
-    from nerlab.platform.cli import positive_int
+    from nerlab.platform.commands import positive_int
 
     p = sub.add_parser("train", help="train one model as a Ray Train job, tracked in MLflow")
     p.add_argument("spec", help="run spec (YAML)")

@@ -33,7 +33,7 @@ from nerlab.models.wojood import read_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TRAIN = ROOT.parent / "shared" / "data" / "wojood-sample" / "train.txt"
-MAX_LENGTH = 512  # the seed's window: the whole sample fits, so padding is all that differs
+MAX_LENGTH = 512  # the reference system's window: the whole sample fits, so padding is all that differs
 
 
 def padding_table(lengths: list[int], batch_sizes: list[int], seeds: int) -> dict:

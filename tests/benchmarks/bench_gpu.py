@@ -9,7 +9,7 @@ averages 28 sub-words per sentence with [CLS]/[SEP], up to 320 for its longest),
 the real loop does. The timed loop is ``nerlab.models.training.train_epoch`` itself: collation,
 host-to-device copies, clipping, AdamW and the schedule all count.
 
-fp32 runs with TF32 off, as the seed's loop did; bf16 runs under ``torch.autocast``. MFU is
+fp32 runs with TF32 off, as the reference system's loop did; bf16 runs under ``torch.autocast``. MFU is
 6 * N * tokens/s over the GPU's dense bf16 peak, N being the parameters that do matrix work per token
 (the encoder layers and heads; the 49M-parameter embedding table is a lookup, so it is left out; the
 JSON also gives the figure with all parameters). Peaks assumed (dense, no sparsity): H100/H200 SXM 989,
@@ -135,7 +135,7 @@ def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dty
 
 
 def run(cfg: Config, device: torch.device, peak: float | None) -> dict:
-    # fp32 means true fp32 (the seed's loop); the bf16 runs keep the same setting for what stays in fp32.
+    # fp32 means true fp32 (the reference system's loop); the bf16 runs keep the same setting for what stays in fp32.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     rows = []
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny config on the CPU: checks that the script runs")
     p.add_argument("--json", type=Path, help="write the results here")
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 16 (the seed's) and 64")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 16 (the reference system's) and 64")
     p.add_argument("--steps", type=int, help="timed steps per measurement (default 100)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if not H100/H200/A100")
     args = p.parse_args(argv)

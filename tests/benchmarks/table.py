@@ -79,7 +79,7 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                         f"{row['tokens_per_s']:.0f} tok/s{mfu}", "`bench_gpu.py`"))
     else:
         out.append(("GPU plan (not measured yet)", "run `bench_gpu.py` on one H100",
-                    "tokens/s of a bert-base-sized tagger with bf16 autocast vs the seed's fp32 loop (TF32 off), "
+                    "tokens/s of a bert-base-sized tagger with bf16 autocast vs the reference system's fp32 loop (TF32 off), "
                     "and model FLOPs utilisation = 6 x non-embedding params x tokens/s / dense bf16 peak"))
     return out
 

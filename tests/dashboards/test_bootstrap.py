@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nerlab.dashboards.leaderboard import higher_is_better, metric_key
-from nerlab.dashboards.select import f1_of_counts, paired_bootstrap, sentence_counts
+from nerlab.dashboards.champion import f1_of_counts, paired_bootstrap, sentence_counts
 from nerlab.models.scoring import score
 from nerlab.models.wojood import Sentence
 

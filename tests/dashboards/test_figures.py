@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nerlab.dashboards import report
+from nerlab.dashboards import figures
 from nerlab.dashboards.leaderboard import leaderboard_frame
 
 
@@ -61,21 +61,21 @@ def test_other_searched_axes_split_configurations():
 def test_grid_figures(tmp_path):
     trials = trials_table()
     board = leaderboard_frame(None, "", "", trials=trials)
-    figs = report.heatmaps(board, tmp_path)
+    figs = figures.heatmaps(board, tmp_path)
     assert [f["file"] for f in figs] == ["heatmap_lambda-0.png", "heatmap_lambda-5.png"]
-    assert report.penalty_effect(trials, tmp_path)["file"] == "penalty_effect.png"
+    assert figures.penalty_effect(trials, tmp_path)["file"] == "penalty_effect.png"
     for f in tmp_path.glob("*.png"):
         assert f.read_bytes()[:4] == b"\x89PNG" and f.stat().st_size > 5000
 
 
 def test_optuna_figures_and_importance(tmp_path):
     trials = trials_table(optuna=True)
-    assert report.search_history(trials, tmp_path)["file"] == "search_history.png"
-    importance = report.param_importances(trials)
+    assert figures.search_history(trials, tmp_path)["file"] == "search_history.png"
+    importance = figures.param_importances(trials)
     assert set(importance) == {"plm", "loss", "penalty", "lr"}
     assert sum(importance.values()) == pytest.approx(1.0)
     assert max(importance, key=importance.get) == "lr"  # lr moves F1 by 0.1, the others by 0.05 or less
-    assert report.importance_figure(importance, tmp_path)["file"] == "param_importance.png"
+    assert figures.importance_figure(importance, tmp_path)["file"] == "param_importance.png"
     assert (tmp_path / "param_importance.png").stat().st_size > 5000
 
 
@@ -83,4 +83,4 @@ def test_many_lambdas_give_one_heatmap_over_all(tmp_path):
     trials = trials_table()
     trials["penalty"] = np.linspace(0, 10, len(trials))  # a continuous Optuna axis
     board = leaderboard_frame(None, "", "", trials=trials)
-    assert [f["file"] for f in report.heatmaps(board, tmp_path)] == ["heatmap_all.png"]
+    assert [f["file"] for f in figures.heatmaps(board, tmp_path)] == ["heatmap_all.png"]

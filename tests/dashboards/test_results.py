@@ -138,7 +138,7 @@ def test_select_registers_the_best_trial_as_champion(study, champion, tmp_path):
 
 
 def test_select_again_keeps_the_previous_champion_version(study, champion, capsys):
-    from nerlab.dashboards.select import Choice, register
+    from nerlab.dashboards.champion import Choice, register
 
     _, best_run, groups = expected_champion(study)
     other = next(r for runs in groups.values() for r in runs if r.info.run_id != best_run.info.run_id)
@@ -159,7 +159,7 @@ def test_select_again_keeps_the_previous_champion_version(study, champion, capsy
 def test_bootstrap_on_the_studys_predictions(study, tmp_path):
     """A config against a clearly worse one built by hand (all O; or against gold) gives 1.0; A vs B and
     B vs A add up to 1; per-sentence counts reproduce the scorer's micro-F1."""
-    from nerlab.dashboards.select import f1_of_counts, paired_bootstrap, sentence_counts
+    from nerlab.dashboards.champion import f1_of_counts, paired_bootstrap, sentence_counts
     from nerlab.models.scoring import score
     from nerlab.models.wojood import Sentence, read_file
 
@@ -186,7 +186,7 @@ def test_bootstrap_on_the_studys_predictions(study, tmp_path):
 def test_select_bootstraps_from_the_studys_gold_copy_on_another_machine(study, champion, tmp_path):
     """The study logs its gold validation file on the parent run; where the trials' own path is missing (another
     machine), select downloads that copy and reaches the same answer."""
-    from nerlab.dashboards.select import choose
+    from nerlab.dashboards.champion import choose
 
     answer, _ = champion
     _, best_run, _ = expected_champion(study)

@@ -1,7 +1,7 @@
 """The tagger really learns: synthetic corpus to micro-F1 >= 0.80 (nested and flat), real sample learns.
 
 Settings were found by a sweep on 2 CPU cores (see the report to the lead): a tiny encoder trained from
-scratch needs a far higher learning rate than the seed's 2e-5 for a pretrained one, but at 3e-3 it
+scratch needs a far higher learning rate than the reference system's 2e-5 for a pretrained one, but at 3e-3 it
 sometimes collapses to all-O. With 2e-3 (5% warm-up), 20 epochs reached only 0.83-0.85 flat over three
 seeds; 25 epochs reached 0.86-0.88 flat and 0.87-0.90 nested, crossing 0.80 near epoch 12: a 0.06 margin.
 """

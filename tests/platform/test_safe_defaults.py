@@ -27,7 +27,7 @@ from nerlab.platform import mlflow_server
 from nerlab.platform.cli import main as cli_main
 from nerlab.platform.run_spec import ModelSpec, RunSpec, Tracking, check_plm, load_run_spec
 from nerlab.platform.study_spec import StudySpec
-from nerlab.platform.typed import SpecError, load_yaml, redact_text
+from nerlab.platform.typed import SpecError, load_yaml, redact
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("models", "losses", "platform", "dashboards")
@@ -328,12 +328,11 @@ def test_train_loop_passes_the_specs_trust_remote_code_to_the_tokenizer() -> Non
 
 # ---- credentials in tracking URIs never reach params, tags or output ---------------------------------------------
 def test_redact_masks_credentials() -> None:
-    from nerlab.platform.tracking import redact
-
     assert redact(CRED_URI) == "https://***@mlflow.example.com:5000/?token=***"
     assert redact(CRED_RAY) == "ray://***@head.example.com:10001"
     assert redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
-    assert redact_text(f"got ['{CRED_URI}'] and {CRED_RAY}") == \
+    assert redact("http://h/?apikey=abc&x=1") == "http://h/?apikey=***&x=1"
+    assert redact(f"got ['{CRED_URI}'] and {CRED_RAY}") == \
         "got ['https://***@mlflow.example.com:5000/?token=***'] and ray://***@head.example.com:10001"
 
 

@@ -161,17 +161,6 @@ def kill_tree(proc: subprocess.Popen) -> None:
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def ray_2_cpus():
-    import ray
-
-    from nerlab.platform.jobs import connect_ray
-
-    connect_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
 def test_every_experiment_spec_runs_in_smoke_mode(spec, tmp_path, ray_2_cpus):

@@ -23,9 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from nerlab.dashboards.leaderboard import (
-    TEST, VAL, config_columns, higher_is_better, leaderboard_frame, metric_key, quiet_downloads, trial_frame,
+    TEST, VAL, higher_is_better, in_config, leaderboard_frame, metric_key, quiet_downloads, trial_frame,
 )
-from nerlab.models.scoring import sentence_spans
+from nerlab.models import names as N
+from nerlab.models.scoring import check_aligned, sentence_spans
 from nerlab.models.wojood import Sentence, read_file
 
 ALIAS = "champion"
@@ -38,12 +39,9 @@ class NoChoice(ValueError):
 # ---- the paired bootstrap --------------------------------------------------------------------------------
 def sentence_counts(gold: Sequence[Sentence], pred: Sequence[Sentence], task: str) -> np.ndarray:
     """(sentences, 3) array of true positives, predicted and gold entities per sentence."""
-    if len(gold) != len(pred):
-        raise ValueError(f"gold has {len(gold)} sentences, predictions {len(pred)}")
+    check_aligned(gold, pred)
     out = np.zeros((len(gold), 3), dtype=np.int64)
     for i, (g, p) in enumerate(zip(gold, pred)):
-        if g.tokens != p.tokens:
-            raise ValueError(f"sentence {i + 1}: predictions have other tokens than gold")
         gs, ps = sentence_spans(g, task), sentence_spans(p, task)
         out[i] = (len(gs & ps), len(ps), len(gs))
     return out
@@ -115,7 +113,7 @@ class Choice:
 
 
 def _split_of(key: str) -> str | None:
-    if key == VAL or key.startswith("val/micro_f1"):
+    if key == VAL or key.startswith(N.VAL_F1):
         return "val"
     if key == TEST:
         return "test"
@@ -123,18 +121,13 @@ def _split_of(key: str) -> str | None:
 
 
 def _config_runs(trials, cfg) -> list[str]:
-    mask = np.ones(len(trials), dtype=bool)
-    for col in config_columns(trials):
-        v = cfg[col]
-        mask &= ((trials[col] == v) | (trials[col].isna() & (v is None or (isinstance(v, float) and math.isnan(v))))
-                 ).to_numpy()
-    return list(trials.loc[mask & trials["val_f1"].notna().to_numpy(), "run_id"])
+    return list(trials.loc[in_config(trials, cfg) & trials["val_f1"].notna(), "run_id"])
 
 
 def _counts_for(client, run_ids: list[str], split: str, gold: list[Sentence], task: str, tmp: Path) -> list[np.ndarray]:
     out = []
     for rid in run_ids:
-        path = client.download_artifacts(rid, f"predictions/{split}.txt", str(tmp / rid))
+        path = client.download_artifacts(rid, N.predictions_file(split), str(tmp / rid))
         out.append(sentence_counts(gold, read_file(path, task=task), task))
     return out
 
@@ -146,12 +139,12 @@ def _gold_file(client, parent_run_id: str, run_id: str, split: str, tmp: Path) -
     if local and Path(local).is_file():
         return local
     try:
-        return client.download_artifacts(parent_run_id, f"gold/{split}.txt", str(tmp / "gold"))
+        return client.download_artifacts(parent_run_id, f"{N.GOLD_DIR}/{split}.txt", str(tmp / N.GOLD_DIR))
     except Exception:  # an older study, or a split the study does not log
         return None
 
 
-def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: str = "val/micro_f1",
+def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: str = N.VAL_F1,
            gold: str | None = None, samples: int = 2000, seed: int = 0) -> Choice:
     """The champion configuration (best mean over seeds), its best trial, and the bootstrap against #2."""
     key = metric_key(metric)
@@ -230,7 +223,7 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
                    f"trial {choice.trial}")
     if choice.p_better is not None:
         description += f"; P(better than {choice.runner_up}) = {choice.p_better:.3f}"
-    version = client.create_model_version(name, source=f"{run.info.artifact_uri.rstrip('/')}/model",
+    version = client.create_model_version(name, source=f"{run.info.artifact_uri.rstrip('/')}/{N.MODEL_DIR}",
                                           run_id=choice.run_id, tags=tags, description=description)
     client.set_registered_model_alias(name, alias, version.version)
     return version, True

@@ -1,0 +1,67 @@
+"""Every name that crosses a boundary, defined once: MLflow metric, tag and artifact names, and the keys of
+the reports a training job sends to Ray Tune.
+
+It lives in ``models`` because that is the lowest layer both ``platform`` (which writes these names) and
+``dashboards`` (which reads them back from MLflow) may import; it imports nothing.
+"""
+
+# ---- MLflow metrics of a training run (per epoch unless said otherwise) --------------------------------
+TRAIN_LOSS = "train/loss"
+TRAIN_PENALTY = "train/variance_penalty"
+TRAIN_TASK_LOSS = "train/loss_{}"  # .format(entity type, or FLAT)
+LR = "train/lr"
+TOKENS_PER_S = "train/tokens_per_second"
+EPOCH_SECONDS = "train/epoch_seconds"
+VAL_F1 = "val/micro_f1"
+VAL_P = "val/micro_precision"
+VAL_R = "val/micro_recall"
+VAL_LOSS = "val/loss"  # only when the best epoch is selected by validation loss
+VAL_TYPE_F1 = "val/f1_{}"
+# Logged once, at the end (step = last epoch): the selected (best) epoch and its scores.
+BEST_EPOCH = "best_epoch"
+BEST_VAL_F1 = "best/" + VAL_F1  # also the study run's best configuration (mean over seeds)
+TEST_F1 = "test/micro_f1"
+TEST_TYPE_F1 = "test/f1_{}"
+
+# ---- MLflow tags -------------------------------------------------------------------------------------------
+JOB_TAG = "nerlab.job"  # a training job's identity: a rerun or retry finds its run by it
+STUDY_RUN_TAG = "nerlab.study_run"  # on a study's parent run: the study's name
+STUDY_TAG = "nerlab.study"  # on a trial's run: its study's name
+TRIAL_TAG = "nerlab.trial"  # on a trial's run: its Tune trial id
+KIND_TAG = "nerlab.kind"
+STOPPED_EARLY_TAG = "nerlab.stopped_early"  # "true" on a trial ASHA stopped
+DEVICE_TAG = "nerlab.device"  # cpu or cuda
+PRECISION_TAG = "nerlab.precision"
+WORKER_NODES_TAG = "nerlab.worker_nodes"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its study's run
+
+# ---- MLflow artifacts ----------------------------------------------------------------------------------------
+CONFIG_DIR = "config"  # resolved_spec.yaml, label_schema.json
+REPORTS_DIR = "reports"  # {val,test}_report.{json,txt}
+PREDICTIONS_DIR = "predictions"  # {val,test}.txt in Wojood format
+MODEL_DIR = "model"  # the self-contained model folder
+TENSORBOARD_DIR = "tensorboard"
+GOLD_DIR = "gold"  # on a study's run: its validation file, for the bootstrap of `nerlab select`
+REPORT_DIR = "report"  # on a study's run: report.html and its figures
+LEADERBOARD_DIR = "leaderboard"
+
+
+def predictions_file(split: str) -> str:
+    return f"{PREDICTIONS_DIR}/{split}.txt"
+
+
+def report_file(split: str) -> str:
+    return f"{REPORTS_DIR}/{split}_report.json"
+
+
+# ---- files in a study's or a job's output folder -----------------------------------------------------------
+STUDY_FILE = "study.yaml"
+STORE_FILE = "mlflow.db"
+
+# ---- what a training job reports to Ray Train / Tune each epoch, and once at the end -------------------------
+TUNE_EPOCH = "epoch"
+TUNE_VAL_F1 = "val_micro_f1"  # the metric ASHA and Optuna optimise
+TUNE_TEST_F1 = "test_micro_f1"
+TUNE_TRAIN_LOSS = "train_loss"
+TUNE_BEST_EPOCH = "best_epoch"
+TUNE_FINAL = "final"  # True only in the last report: the job finished (it was not stopped)

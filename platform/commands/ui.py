@@ -1,0 +1,45 @@
+"""``nerlab ui``: the MLflow UI over a study's (or any) store, on 127.0.0.1 unless --host says otherwise."""
+
+from __future__ import annotations
+
+
+def cmd_ui(args) -> int:
+    """The MLflow UI over a study's (or any) store, on 127.0.0.1 unless --host says otherwise."""
+    from nerlab.platform import mlflow_server
+    from nerlab.platform.stores import client, store_uri, study_store
+    from nerlab.platform.typed import redact
+
+    if args.store:
+        uri, exp_path = store_uri(args.store), ""
+    else:
+        uri, name, experiment, _ = study_store(args.target)
+        exp_path = ""
+        if uri.startswith(("http://", "https://")):
+            print(f"the study {name} is on the tracking server {redact(uri)}: open it in a browser")
+            return 0
+        if experiment:
+            exp = client(uri).get_experiment_by_name(experiment)
+            exp_path = f"/#/experiments/{exp.experiment_id}" if exp is not None else ""
+    if uri.startswith(("http://", "https://")):
+        print(f"{redact(uri)} is already a tracking server: open it in a browser")
+        return 0
+    proc, url = mlflow_server.start(uri, None, host=args.host, port=args.port)
+    print(f"MLflow UI on {url}{exp_path}  (Ctrl-C to stop)", flush=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mlflow_server.stop(proc)
+    return 0
+
+
+def register(sub) -> None:
+    from nerlab.platform.commands import port_number
+
+    u = sub.add_parser("ui", help="browse a study's runs in the MLflow UI (127.0.0.1)")
+    u.add_argument("target", nargs="?", default="demo", help="study name (under ./runs) or output folder")
+    u.add_argument("--store", help="an MLflow store instead: a SQLite file, a folder with mlflow.db, or a URI")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=port_number, default=5000)
+    u.set_defaults(fn=cmd_ui)

@@ -8,9 +8,8 @@ resumed or retried trial continues its checkpoints in its one MLflow run.
 
 from __future__ import annotations
 
-import math
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -24,8 +23,8 @@ from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
-from nerlab.platform.run_spec import LossConfig, RunSpec
-from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec, load_study_spec
+from nerlab.platform.search_space import grid_size, param_space, trial_run_spec
+from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.typed import SpecError, UsageError, from_dict
 
 METRIC = N.TUNE_VAL_F1
@@ -35,85 +34,52 @@ GOLD_DIR = N.GOLD_DIR  # the parent run's copy of the gold validation file (for 
 STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
 
 
-# ---- the search space ----------------------------------------------------------------------------------
-def _axis(values, mode: str):
-    """A list becomes a grid axis (grid) or a categorical choice (optuna); a range becomes a distribution."""
-    if isinstance(values, dict):
-        kind, (lo, hi) = next(iter(values.items()))
-        return tune.loguniform(lo, hi) if kind == "log_uniform" else tune.uniform(lo, hi)
-    values = list(values)
-    return tune.grid_search(values) if mode == "grid" else tune.choice(values)
-
-
-def param_space(spec: StudySpec) -> dict:
-    s = spec.search
-    space = {"plm": _axis(s.plm, s.mode), "variance_penalty": _axis(s.variance_penalty, s.mode)}
-    if s.loss_weights:
-        space.update({f"loss_w_{k}": _axis(r, s.mode) for k, r in s.loss_weights.items()})
-    else:
-        space["loss"] = _axis(list(s.losses), s.mode)
-    space["seed"] = _axis(s.seeds, s.mode) if s.mode == "grid" else s.seeds[0]
-    for key in (*AXES_NUMERIC, "batch_size"):
-        if getattr(s, key) is not None:
-            space[key] = _axis(getattr(s, key), s.mode)
-    return space
-
-
-def grid_size(spec: StudySpec) -> int:
-    s = spec.search
-    if s.mode == "optuna":
-        return s.num_samples
-    axes = [s.plm, s.losses, s.variance_penalty, s.seeds] + [getattr(s, k) for k in (*AXES_NUMERIC, "batch_size")]
-    return math.prod(len(a) for a in axes if a is not None)
-
-
-def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec, str]:
-    """The run spec of one trial (the study's shared settings plus its point) and its loss name."""
-    base = spec.base_run()
-    if "loss" in point:
-        loss = LossConfig(preset=None, weights=spec.search.losses[point["loss"]])
-        loss_name = point["loss"]
-    else:
-        weights = {k[len("loss_w_"):]: float(v) for k, v in point.items() if k.startswith("loss_w_")}
-        loss, loss_name = LossConfig(preset=None, weights=weights), "+".join(f"{w:.2f}{k}" for k, w in weights.items())
-    loss = replace(loss, **{k: float(point[k]) for k in ("focal_gamma", "tversky_alpha", "tversky_beta") if k in point})
-    train = replace(base.train, variance_penalty=float(point["variance_penalty"]), seed=int(point["seed"]),
-                    **{k: point[k] for k in ("lr", "batch_size") if k in point})
-    model = replace(base.model, plm=point["plm"], **({"dropout": float(point["dropout"])} if "dropout" in point else {}))
-    return replace(base, name=f"{spec.name}-{trial_id}", loss=loss, train=train, model=model), loss_name
-
-
 # ---- the trial driver (runs inside Tune) ---------------------------------------------------------------
-def trial_driver(config: dict, ctx: dict) -> None:
-    spec = from_dict(StudySpec, ctx["spec"], "study")
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial of a study shares, handed to each trial driver beside its point (plain data)."""
+
+    spec: StudySpec
+    data: dict[str, str | None]  # train, val, test: absolute paths
+    plms: dict[str, str]  # the search's PLM -> its folder (tiny PLMs built) or hub name
+    output: str
+    experiment: str
+    parent_run_id: str
+    storage: str  # Ray Train checkpoints
+    tracking_uri: str
+    local_server: bool  # a local MLflow server in front of a SQLite store: its URL changes per driver start
+
+    def current_tracking_uri(self) -> str:
+        """The study's tracking URI as of now. A local server gets a new port each time the driver starts,
+        and a restored Tune experiment hands trials the context of the first start: the URL file is current."""
+        if not self.local_server:
+            return self.tracking_uri
+        return (Path(self.output) / SERVER_URL_FILE).read_text().strip()
+
+
+def trial_driver(config: dict, ctx: StudyContext) -> None:
+    spec = ctx.spec
     trial_id = tune.get_context().get_trial_id()
     point = dict(config)
     run, loss_name = trial_run_spec(spec, point, trial_id)
-    inputs = Inputs(**{**ctx["data"], "plm": ctx["plms"][point["plm"]]})
+    inputs = Inputs(**ctx.data, plm=ctx.plms[point["plm"]])
     tags = {"study": spec.name, "trial": trial_id, "loss": loss_name, "plm": point["plm"]}
-    uri = _tracking_uri(ctx)
+    uri = ctx.current_tracking_uri()
     client = T.MlflowClient(uri)
-    done = T.find_run(client, T.ensure_experiment(client, ctx["experiment"], None), TRIAL_TAG, trial_id)
+    done = T.find_run(client, T.ensure_experiment(client, ctx.experiment, None), TRIAL_TAG, trial_id)
     if done is not None and done.info.status == "FINISHED" and N.BEST_VAL_F1 in done.data.metrics:
         # Finished before the driver died, but Tune had not recorded it: report it, do not train again.
         m = done.data.metrics
         tune.report({N.TUNE_EPOCH: int(m.get(N.BEST_EPOCH, 0)), N.TUNE_BEST_EPOCH: int(m.get(N.BEST_EPOCH, 0)),
                      METRIC: m[N.BEST_VAL_F1], N.TUNE_TEST_F1: m.get(N.TEST_F1, -1.0), N.TUNE_FINAL: True})
         return
-    client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None,
-                             ctx["experiment"], parent_run_id=ctx["parent_run_id"],
+    client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None, ctx.experiment,
+                             parent_run_id=ctx.parent_run_id,
                              extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags})
     T.log_params(client, mlrun.info.run_id, {"trial": point})
-    result = run_job(run, inputs, uri, mlrun.info.run_id, ctx["storage"],
+    result = run_job(run, inputs, uri, mlrun.info.run_id, ctx.storage,
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
     finish_job(client, mlrun.info.run_id, result, model_dest=None)
-
-
-def _tracking_uri(ctx: dict) -> str:
-    """The study's tracking URI as of now. A local server gets a new port each time the driver starts, and
-    a restored Tune experiment may hand trials the context of the first start: the URL file is current."""
-    url_file = Path(ctx["output"]) / SERVER_URL_FILE
-    return url_file.read_text().strip() if ctx["local_server"] else ctx["tracking_uri"]
 
 
 class CloseTrialRuns(tune.Callback):
@@ -122,12 +88,11 @@ class CloseTrialRuns(tune.Callback):
     A restored Tune experiment brings back this callback as pickled at the first start: the tracking URI
     is looked up at each call, like the trials do."""
 
-    def __init__(self, ctx: dict, experiment_id: str):
-        self.where = {k: ctx[k] for k in ("output", "local_server", "tracking_uri")}
-        self.experiment_id = experiment_id
+    def __init__(self, ctx: StudyContext, experiment_id: str):
+        self.ctx, self.experiment_id = ctx, experiment_id
 
     def _close(self, trial, status: str) -> None:
-        client = T.MlflowClient(_tracking_uri(self.where))
+        client = T.MlflowClient(self.ctx.current_tracking_uri())
         run = T.find_run(client, self.experiment_id, TRIAL_TAG, trial.trial_id)
         if run is None or run.info.status != "RUNNING":
             return
@@ -144,12 +109,12 @@ class CloseTrialRuns(tune.Callback):
 
 
 # ---- the study driver ----------------------------------------------------------------------------------
-def _prepare_inputs(spec: StudySpec) -> dict:
-    """Data and PLMs for all trials, built and validated before Ray starts."""
+def _prepare_inputs(spec: StudySpec) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Data and PLMs for all trials (a synthetic corpus, tiny PLMs), built once before Ray starts."""
     cache = Path(spec.output) / "prepared"
     train, val, test = prepare_data(spec.data, cache, spec.task)  # files were validated by run_study
     plms = {p: prepare_plm(p, train, cache) for p in spec.search.plm}
-    return {"data": {"train": train, "val": val, "test": test}, "plms": plms}
+    return {"train": train, "val": val, "test": test}, plms
 
 
 def _asha(spec: StudySpec):
@@ -182,7 +147,7 @@ def _searcher(spec: StudySpec, out: Path):
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
 
-def _tuner(spec: StudySpec, ctx: dict, out: Path, callbacks: list, restore: bool) -> tune.Tuner:
+def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool) -> tune.Tuner:
     r = spec.resources
     # The study's context (paths, tracking URI, parent run) travels beside the search space, not in it:
     # Tune shows and records only the trial's own point.
@@ -228,7 +193,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         done = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
-        ctx = _prepare_inputs(spec)
+        data, plms = _prepare_inputs(spec)
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
@@ -245,10 +210,10 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), N.CONFIG_DIR)
             # The gold validation file travels with the study, so `nerlab select` can bootstrap anywhere.
-            _log_as(client, parent.info.run_id, ctx["data"]["val"], f"{GOLD_DIR}/val.txt")
-        ctx.update(spec=spec.to_dict(), tracking_uri=uri, output=str(out), local_server=uri != store_uri,
-                   experiment=spec.tracking.experiment or spec.name,
-                   parent_run_id=parent.info.run_id, storage=str(out / "ray-train"))
+            _log_as(client, parent.info.run_id, data["val"], f"{GOLD_DIR}/val.txt")
+        ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
+                           experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
+                           storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
         callbacks = [CloseTrialRuns(ctx, exp_id)]
@@ -331,8 +296,6 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
 
 
 def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Path, results) -> dict:
-    import logging
-
     from nerlab.dashboards.leaderboard import format_board, leaderboard_frame
 
     board = leaderboard_frame(client, exp_id, parent_id)
@@ -347,13 +310,6 @@ def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Pat
         best = board.iloc[0]
         summary.update(best_config=best["config"], best_val_f1=float(best["val_f1_mean"]))
         T.log_metrics(client, parent_id, {N.BEST_VAL_F1: float(best["val_f1_mean"])}, step=0)
-    try:  # the report (figures + HTML on the parent run); a failed figure must not fail the study
-        from nerlab.dashboards.report import build_report
-
-        summary["report"] = build_report(client, exp_id, parent_id, out / "report")["html"]
-    except Exception as e:  # noqa: BLE001
-        logging.getLogger("nerlab").warning("study %s: the report failed (%s: %s); retry with: nerlab report %s",
-                                            spec.name, type(e).__name__, e, out)
     client.set_terminated(parent_id, status="FINISHED" if not errors else "FAILED")
     return summary
 

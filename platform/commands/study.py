@@ -11,7 +11,7 @@ def cmd_run(args) -> int:
     from nerlab.platform.study_spec import load_study_spec
 
     spec = load_study_spec(args.spec, smoke_mode=args.smoke, output=args.output)
-    summary = run_study(spec, source=args.spec, replace_old=args.replace)
+    summary = _with_report(run_study(spec, source=args.spec, replace_old=args.replace))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
@@ -20,7 +20,7 @@ def cmd_resume(args) -> int:
     from nerlab.platform.study import STUDY_FILE, load_saved_study, run_study
 
     spec = load_saved_study(args.study)
-    summary = run_study(spec, source=str(Path(spec.output) / STUDY_FILE))
+    summary = _with_report(run_study(spec, source=str(Path(spec.output) / STUDY_FILE)))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
@@ -40,6 +40,27 @@ def cmd_status(args) -> int:
         print(f"best so far: val micro-F1 {b['val_f1']:.4f} (trial {b['trial']}: {b['plm']}, {b['loss']}, "
               f"λ={b['penalty']})")
     return 0
+
+
+def _with_report(summary: dict) -> dict:
+    """Build the study's report (HTML + figures, attached to its run) once the study has returned; a
+    figure that fails does not fail the study. A study that had finished keeps the report it has."""
+    if summary.get("finished_before"):
+        return summary
+    import logging
+
+    from nerlab.dashboards.report import build_report
+    from nerlab.models import names as N
+    from nerlab.platform.stores import resolve_study
+
+    try:
+        ref = resolve_study(summary["output"])
+        summary["report"] = build_report(ref.client, ref.experiment_id, ref.parent_run_id,
+                                         Path(summary["output"]) / N.REPORT_DIR)["html"]
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger("nerlab").warning("study %s: the report failed (%s: %s); retry with: nerlab report %s",
+                                            summary["study"], type(e).__name__, e, summary["output"])
+    return summary
 
 
 def _summary(summary: dict, as_json: bool) -> None:

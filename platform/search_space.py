@@ -1,0 +1,59 @@
+"""A study's search space: the Tune axes of a study spec, how many trials a grid has, and the run spec of
+one trial (the study's shared settings plus the trial's point). Pure functions of the spec."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from ray import tune
+
+from nerlab.platform.run_spec import LossConfig, RunSpec
+from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec
+
+
+def _axis(values, mode: str):
+    """A list becomes a grid axis (grid) or a categorical choice (optuna); a range becomes a distribution."""
+    if isinstance(values, dict):
+        kind, (lo, hi) = next(iter(values.items()))
+        return tune.loguniform(lo, hi) if kind == "log_uniform" else tune.uniform(lo, hi)
+    values = list(values)
+    return tune.grid_search(values) if mode == "grid" else tune.choice(values)
+
+
+def param_space(spec: StudySpec) -> dict:
+    s = spec.search
+    space = {"plm": _axis(s.plm, s.mode), "variance_penalty": _axis(s.variance_penalty, s.mode)}
+    if s.loss_weights:
+        space.update({f"loss_w_{k}": _axis(r, s.mode) for k, r in s.loss_weights.items()})
+    else:
+        space["loss"] = _axis(list(s.losses), s.mode)
+    space["seed"] = _axis(s.seeds, s.mode) if s.mode == "grid" else s.seeds[0]
+    for key in (*AXES_NUMERIC, "batch_size"):
+        if getattr(s, key) is not None:
+            space[key] = _axis(getattr(s, key), s.mode)
+    return space
+
+
+def grid_size(spec: StudySpec) -> int:
+    s = spec.search
+    if s.mode == "optuna":
+        return s.num_samples
+    axes = [s.plm, s.losses, s.variance_penalty, s.seeds] + [getattr(s, k) for k in (*AXES_NUMERIC, "batch_size")]
+    return math.prod(len(a) for a in axes if a is not None)
+
+
+def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec, str]:
+    """The run spec of one trial (the study's shared settings plus its point) and its loss name."""
+    base = spec.base_run()
+    if "loss" in point:
+        loss = LossConfig(preset=None, weights=spec.search.losses[point["loss"]])
+        loss_name = point["loss"]
+    else:
+        weights = {k[len("loss_w_"):]: float(v) for k, v in point.items() if k.startswith("loss_w_")}
+        loss, loss_name = LossConfig(preset=None, weights=weights), "+".join(f"{w:.2f}{k}" for k, w in weights.items())
+    loss = replace(loss, **{k: float(point[k]) for k in ("focal_gamma", "tversky_alpha", "tversky_beta") if k in point})
+    train = replace(base.train, variance_penalty=float(point["variance_penalty"]), seed=int(point["seed"]),
+                    **{k: point[k] for k in ("lr", "batch_size") if k in point})
+    model = replace(base.model, plm=point["plm"], **({"dropout": float(point["dropout"])} if "dropout" in point else {}))
+    return replace(base, name=f"{spec.name}-{trial_id}", loss=loss, train=train, model=model), loss_name

@@ -19,7 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from nerlab.models.schema import BIO, LabelSchema
+from nerlab.models.schema import BIO, NORMALISATIONS, REFERENCE_CLASSES, LabelSchema
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "nerlab_model.json"
@@ -32,12 +32,27 @@ class TaggerConfig:
     flat_head: bool = False  # extra softmax head over all flat labels (the upstream baseline)
     flat_decoding: str = "heads"  # flat tags from the per-type heads ("heads") or the flat head
     max_length: int = 512
+    # "masked": first sub-words only, O/B/I heads, attention mask (the default). "reference", for reproducing
+    # the seed only: O/B/I/<pad> heads trained on every padded position, encoder called without attention mask.
+    normalisation: str = "masked"
 
     def __post_init__(self) -> None:
         if self.flat_decoding not in ("heads", "flat_head"):
             raise ValueError(f"flat_decoding must be 'heads' or 'flat_head', not {self.flat_decoding!r}")
         if self.flat_decoding == "flat_head" and not self.flat_head:
             raise ValueError("flat_decoding 'flat_head' needs flat_head: true")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {self.normalisation!r}")
+        if self.reference and self.flat_head:
+            raise ValueError("normalisation 'reference' has per-type heads only: it cannot honour flat_head: true")
+
+    @property
+    def reference(self) -> bool:
+        return self.normalisation == "reference"
+
+    @property
+    def head_classes(self) -> tuple[str, ...]:
+        return REFERENCE_CLASSES if self.reference else BIO
 
 
 def load_tokenizer(plm: str | Path, trust_remote_code: bool = False):
@@ -51,8 +66,9 @@ class MultiTaskTagger(nn.Module):
         self.encoder, self.schema, self.config = encoder, schema, config
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
-        # All type heads as one Linear: (B, T, H) -> (B, T, K * 3), a single matmul for 21 heads.
-        self.heads = nn.Linear(hidden, schema.num_heads * len(BIO))
+        # All type heads as one Linear: (B, T, H) -> (B, T, K * C), a single matmul for 21 heads (C = 3, or 4
+        # with the reference's <pad> class).
+        self.heads = nn.Linear(hidden, schema.num_heads * len(config.head_classes))
         self.flat = nn.Linear(hidden, len(schema.flat_labels)) if config.flat_head else None
 
     @property
@@ -62,14 +78,18 @@ class MultiTaskTagger(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_mask=None):
         """Logits at the labelled positions only when ``label_mask`` is given (saves the head matmuls).
 
-        Returns ``(head_logits, flat_logits)``: (N, K, 3) and (N, F) for N labelled positions, or
-        (B, T, K, 3) and (B, T, F) without a mask; ``flat_logits`` is None without a flat head.
+        Returns ``(head_logits, flat_logits)``: (N, K, C) and (N, F) for N labelled positions, or
+        (B, T, K, C) and (B, T, F) without a mask; ``flat_logits`` is None without a flat head.
+        Under the reference normalisation the encoder gets no attention mask (padding is attended to), as
+        the seed's code called it.
         """
+        if self.config.reference:
+            attention_mask = None
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         if label_mask is not None:
             h = h[label_mask]  # (N, H)
         h = self.dropout(h)
-        heads = self.heads(h).unflatten(-1, (self.schema.num_heads, len(BIO)))  # (..., K, 3)
+        heads = self.heads(h).unflatten(-1, (self.schema.num_heads, len(self.config.head_classes)))  # (..., K, C)
         flat = self.flat(h) if self.flat is not None else None
         return heads, flat
 

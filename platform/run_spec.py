@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nerlab.losses import PRESETS, LossSpec
+from nerlab.models.schema import NORMALISATIONS
 from nerlab.models.training import TrainConfig
 from nerlab.models.wojood import TASKS
 from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
@@ -49,8 +50,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class LossConfig:
-    preset: str | None = "unified"  # ce | unified | dice | focal | tversky
-    weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}
+    preset: str | None = "unified"  # ce | unified | unified-seed (with IRM) | dice | focal | tversky
+    weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}; irm: the IRMv1 penalty
     tversky_alpha: float = 0.5
     tversky_beta: float = 0.5
     focal_gamma: float = 2.0
@@ -84,8 +85,13 @@ class ModelSpec:
     flat_decoding: str = "heads"  # flat tags from the per-type heads (UM6P) or from the flat head
     max_length: int = 512
     trust_remote_code: bool = False  # never run a hub repo's code unless asked
+    # masked: only first sub-words in the loss, O/B/I heads, attention mask. reference (reproducing the seed
+    # only): every padded position in the loss, O/B/I/<pad> heads, no attention mask; needs random batches.
+    normalisation: str = "masked"
 
     def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {self.normalisation!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.max_length < 8:
@@ -153,9 +159,22 @@ class RunSpec:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
         if self.model.flat_decoding == "flat_head" and not self.model.flat_head:
             raise ValueError("model.flat_decoding 'flat_head' needs model.flat_head: true")
+        check_reference(self.model, self.train)
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+def check_reference(model: ModelSpec, train: TrainConfig) -> None:
+    """What the reference normalisation cannot honour, named by key."""
+    if model.normalisation != "reference":
+        return
+    if model.flat_head:
+        raise ValueError("model.flat_head: the reference normalisation has per-type heads only (a flat head "
+                         "with a <pad> class is no part of the seed); set model.flat_head: false")
+    if train.batch_order != "random":
+        raise ValueError(f"train.batch_order: the reference normalisation needs random-order batches (its share of "
+                         f"padding positions in the loss depends on them), not {train.batch_order!r}")
 
 
 def check_plm(plm: str, source: str, key: str = "model.plm") -> None:

@@ -20,12 +20,12 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file, save_model
 
-from nerlab.models.encoding import WordPieces, bucketed_batches, encode, iter_batches, shard
+from nerlab.models.encoding import WordPieces, encode, iter_batches, shard
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report, score
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig, load_tokenizer
-from nerlab.models.training import loss_sum, make_optimizer, seed_everything, train_epoch
+from nerlab.models.training import loss_sum, make_optimizer, seed_everything, train_batches, train_epoch
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
@@ -191,11 +191,11 @@ def train_fn_per_worker(config: dict) -> None:
     train_s, train_w = _corpus(job.train, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     val_s, val_w = _corpus(job.val, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     tagger_cfg = TaggerConfig(plm=job.plm, dropout=spec.model.dropout, flat_head=spec.model.flat_head,
-                              flat_decoding=spec.model.flat_decoding, max_length=spec.model.max_length)
+                              flat_decoding=spec.model.flat_decoding, max_length=spec.model.max_length,
+                              normalisation=spec.model.normalisation)
     model = MultiTaskTagger.from_plm(job.plm, schema, tagger_cfg, spec.model.trust_remote_code).to(device)
     lengths = [len(w) for w in train_w]
-    steps_per_epoch = len(shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed, cfg.bucket_batches),
-                                rank, world, even=True))
+    steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
     opt, sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     state, best = LoopState(), None
@@ -225,8 +225,7 @@ def train_fn_per_worker(config: dict) -> None:
         # Dropout draws depend on the epoch alone, as the batch order does, so a job resumed from a
         # checkpoint trains exactly as an uninterrupted one would.
         seed_everything(cfg.seed + epoch)
-        order = shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches),
-                      rank, world, even=True)
+        order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
         batches = (b for _, b in iter_batches(train_w, order, pad, schema.num_heads))
         lr = sched.get_last_lr()[0]
         stats = train_epoch(ddp, batches, opt, sched, loss_spec, cfg, device, dtype, scaler=scaler)
@@ -235,7 +234,7 @@ def train_fn_per_worker(config: dict) -> None:
             dist.all_reduce(tokens)
         report, _ = _gather_eval(model, val_s, val_w, spec.task, cfg.batch_size * 2, pad, device, dtype)
         entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
-        if cfg.select_by == "val_loss":  # as the seed did: the loss it trains on, over the whole validation set
+        if cfg.select_by == "val_loss":  # as the seed did: the loss it trains on (no variance penalty), whole set
             entry["metrics"][T.VAL_LOSS] = _gather_loss(model, val_w, cfg, loss_spec, pad, device, dtype)
         value = report.micro.f1 if cfg.select_by == "val_f1" else -entry["metrics"][T.VAL_LOSS]
         if value > state.best_score:

@@ -65,6 +65,7 @@ def test_leaderboard_rows_carry_the_seed_figure_and_the_difference(board):
     assert math.isnan(mix["seed_delta"]) and mix["seed_dev_f1_range"] == "0.897–0.919"
 
     text = format_board(board)
+
     def line(config: str) -> str:
         return next(x for x in text.splitlines() if config in x)
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 
+from nerlab.dashboards.seed_table import RECIPE_NOTE, has_seed, is_seed_recipe, seed_columns, seed_text
 from nerlab.models import names as N
 from nerlab.models.names import BEST_VAL_F1 as VAL  # the best epoch's validation micro-F1 (the selected one)
 from nerlab.models.names import TEST_F1 as TEST
@@ -119,7 +120,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
             "device": device, "wall_s": wall,
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
-            "start_time": start, "task": t.get("task"),
+            "start_time": start, "task": t.get("task"), "seed_recipe": is_seed_recipe(p, t),
         }
         for axis, value in point.items():  # other searched axes (lr, batch_size, loss_w_*, ...)
             if axis not in NAMED_AXES and axis != SEED_AXIS:
@@ -167,8 +168,10 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
 
     Columns: config, the configuration's axes, val_f1_mean/std, test_f1_mean/std, best_epoch (mean),
     trials, finished, stopped_early, wall_s / cpu_s / gpu_s (summed resource-seconds: wall time x
-    workers x CPUs or GPUs per worker), best_run_id (its best trial by ``metric``) and, when ``metric``
-    is not validation F1, score_mean/score_std of that metric.
+    workers x CPUs or GPUs per worker), best_run_id (its best trial by ``metric``), task, seed_recipe
+    (every trial ran the seed's recipe), seed_dev_f1 / seed_dev_f1_range / seed_delta (the seed's published
+    dev F1 of the same configuration and ours minus it, seed_table.py) and, when ``metric`` is not
+    validation F1, score_mean/score_std of that metric.
     """
     key = metric_key(metric)
     if trials is None:
@@ -195,7 +198,11 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
             stopped_early=int(g["stopped_early"].sum()), wall_s=float(g["wall_s"].sum()),
             cpu_s=float(g["cpu_s"].sum()), gpu_s=float(g["gpu_s"].sum()), best_run_id=best["run_id"],
             seeds=",".join(str(s) for s in sorted(g["seed"])),
+            task=g["task"].dropna().iloc[0] if g["task"].notna().any() else None,
+            seed_recipe=bool(g["seed_recipe"].all()) if "seed_recipe" in g else False,
         )
+        # The seed's published figure for this PLM, task, loss and λ, when there is one (seed_table.py).
+        row.update(seed_columns(row["plm"], row["task"], row["loss"], row["penalty"], row["val_f1_mean"]))
         if score_col != "val_f1":
             row.update(score_mean=float(g[score_col].mean()), score_std=_std(g[score_col]))
         rows.append(row)
@@ -226,4 +233,14 @@ def format_board(board: pd.DataFrame) -> str:
     })
     if "score_mean" in board:
         table.insert(3, "score", [pm(m, s) for m, s in zip(board["score_mean"], board["score_std"])])
-    return table.to_string(index=False)
+    if not has_seed(board):
+        return table.to_string(index=False)
+    shown, delta = [], []
+    for _, r in board.iterrows():
+        f1, d = seed_text(r)
+        shown.append(f1 + ("" if f1 == "-" or r.get("seed_recipe", False) else " †"))
+        delta.append(d)
+    at = table.columns.get_loc("test F1")
+    table.insert(at, "seed dev F1", shown)
+    table.insert(at + 1, "Δ", delta)
+    return table.to_string(index=False) + "\n" + RECIPE_NOTE

@@ -1,6 +1,9 @@
 """A study's report: one self-contained HTML page of its leaderboard and figures (``figures.py``), attached
 to the study's parent run.
 
+The leaderboard on the page shows the seed's published dev F1 beside a configuration that matches one of the
+seed's runs (PLM, task, loss, λ; ``seed_table.py``), with the difference.
+
 ``report.html`` embeds the figures as data URIs, so it renders on its own: in a browser, and in the MLflow
 UI's artifact viewer (which shows an HTML artifact in a sandboxed frame where relative links do not load).
 """
@@ -17,6 +20,7 @@ import pandas as pd
 
 from nerlab.dashboards import figures as F
 from nerlab.dashboards.leaderboard import leaderboard_frame, study_runs, trial_frame
+from nerlab.dashboards.seed_table import RECIPE_NOTE, has_seed, seed_text
 from nerlab.models import names as N
 
 
@@ -35,18 +39,27 @@ def render_html(info: dict, board: pd.DataFrame, trials: pd.DataFrame, figures: 
                 notes: list[str]) -> str:
     esc = html.escape
     table = "<p>(no finished trials)</p>"
+    seed_note = ""
     if not board.empty:
+        with_seed = has_seed(board)  # the seed's published dev F1 beside ours (seed_table.py)
         rows = []
         for i, (_, r) in enumerate(board.iterrows(), start=1):
             std = "" if math.isnan(r["val_f1_std"]) else f" ± {r['val_f1_std']:.4f}"
             test = "-" if math.isnan(r["test_f1_mean"]) else f"{r['test_f1_mean']:.4f}"
             epoch = "-" if math.isnan(r["best_epoch"]) else f"{r['best_epoch']:.1f}"
-            rows.append(f"<tr><td>{i}</td><td>{esc(r['config'])}</td><td>{r['val_f1_mean']:.4f}{std}</td>"
+            seed = ""
+            if with_seed:
+                f1, delta = seed_text(r)
+                mark = "" if f1 == "-" or r.get("seed_recipe", False) else " †"
+                seed = f"<td class='seed'>{esc(f1)}{mark}</td><td class='delta'>{esc(delta)}</td>"
+            rows.append(f"<tr><td>{i}</td><td>{esc(r['config'])}</td><td>{r['val_f1_mean']:.4f}{std}</td>{seed}"
                         f"<td>{test}</td><td>{epoch}</td><td>{r['trials']}</td><td>{r['stopped_early']}</td><td>{r['cpu_s']:.0f}</td>"
                         f"<td>{r['gpu_s']:.0f}</td></tr>")
+        seed_head = "<th>seed dev F1</th><th>Δ</th>" if with_seed else ""
         table = ("<table id='leaderboard'><thead><tr><th>#</th><th>configuration</th><th>val F1 (mean ± std)</th>"
-                 "<th>test F1</th><th>best epoch</th><th>trials</th><th>stopped early</th><th>CPU s</th><th>GPU s</th></tr></thead>"
-                 "<tbody>" + "".join(rows) + "</tbody></table>")
+                 f"{seed_head}<th>test F1</th><th>best epoch</th><th>trials</th><th>stopped early</th><th>CPU s</th>"
+                 "<th>GPU s</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+        seed_note = f"<p class='caption' id='seed-note'>{esc(RECIPE_NOTE)}</p>" if with_seed else ""
     sections = []
     for f in figures:
         sections.append(f"<section><h2>{esc(f['title'])}</h2><img id='{esc(f['id'])}' alt='{esc(f['title'])}' "
@@ -72,6 +85,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; }} .caption {{ color: #555; font
 <p class="caption">Sorted by mean validation micro-F1 of the best epoch over seeds (a trial stopped early
 by ASHA counts with its best epoch so far, and has no test score). CPU/GPU s: wall time x workers x CPUs or
 GPUs per worker, summed over trials. Pick and register the champion with <code>nerlab select {esc(info['study'])} --name NAME</code>.</p>
+{seed_note}
 {''.join(sections)}
 {f'<h2>Notes</h2><ul>{notes_html}</ul>' if notes else ''}
 </body></html>

@@ -3,6 +3,7 @@
 from .multitask import multitask_loss
 from .per_head import (
     IGNORE_INDEX,
+    PENALTIES,
     PER_HEAD_LOSSES,
     PRESETS,
     LossSpec,
@@ -10,11 +11,13 @@ from .per_head import (
     cross_entropy,
     dice,
     focal,
+    irm,
     tversky,
 )
 
 __all__ = [
     "IGNORE_INDEX",
+    "PENALTIES",
     "PER_HEAD_LOSSES",
     "PRESETS",
     "LossSpec",
@@ -22,6 +25,7 @@ __all__ = [
     "cross_entropy",
     "dice",
     "focal",
+    "irm",
     "multitask_loss",
     "tversky",
 ]

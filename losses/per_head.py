@@ -2,8 +2,11 @@
 
 Shapes: ``logits`` (N, K, C), ``target`` (N, K) int64, ``mask`` (N,) bool or None.
 N token positions, K heads (one per entity type), C classes per head (O/B/I for the
-nested tagger). A position counts for head k when ``mask[n]`` is True and
-``target[n, k] != -100``. Every loss returns a float32 tensor of shape (K,).
+nested tagger; O/B/I/<pad> under the reference normalisation). A position counts for head k
+when ``mask[n]`` is True and ``target[n, k] != -100``. Every loss returns a float32 tensor of shape (K,).
+
+``irm`` is the IRMv1 penalty the seed added to its cross-entropy; it is no loss on its own
+(``PENALTIES``), so a loss spec needs another term beside it.
 
 Masked positions are neutralised *before* any arithmetic (their logits are set to 0
 and their targets to class 0), so garbage there (inf, NaN, out-of-range labels) can
@@ -106,21 +109,50 @@ def focal(
     return _masked_mean(-one_minus_pt.pow(gamma) * log_pt, weight)
 
 
+def irm(logits: Tensor, target: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """IRMv1 penalty per head (Arjovsky et al. 2019), as the seed applied it (SEED_FACTS.md, "Losses").
+
+    The reference multiplies the logits by a scalar ``s = 1.0`` that requires grad, takes the mean
+    cross-entropy ``L1`` over the even-indexed and ``L2`` over the odd-indexed positions of the flattened
+    batch, and returns (dL1/ds)(dL2/ds) kept in the graph. Our reading, per head: the reference called its
+    loss once per head on that head's (positions, classes) logits, so each head gets its own ``s`` and
+    its own penalty, and the penalty is part of that head's task loss (and so of the variance penalty).
+    "Even/odd" counts the positions that enter this head's loss: the valid ones (mask and target != -100)
+    in the masked default, every padded position under the reference normalisation (where all are valid).
+
+    dCE(s z, y)/ds at s = 1 is E_p[z] - z_y with p = softmax(z): computed in closed form here, which is
+    the same value and the same graph as autograd with ``create_graph=True`` at a fraction of the cost.
+    A half with no position contributes a zero gradient (the reference would give NaN).
+    """
+    logits, target, weight = _prepare(logits, target, mask)
+    z_y = logits.gather(-1, target[..., None]).squeeze(-1)  # (N, K)
+    dce_ds = (logits.softmax(-1) * logits).sum(-1) - z_y  # (N, K): d CE_n(s z) / ds at s = 1
+    valid = weight > 0
+    rank = valid.long().cumsum(0) - 1  # (N, K): index of a position among its head's valid positions
+    even = (valid & (rank % 2 == 0)).float()
+    odd = weight - even
+    return _masked_mean(dce_ds, even) * _masked_mean(dce_ds, odd)
+
+
 PerHeadLoss = Callable[..., Tensor]
 PER_HEAD_LOSSES: dict[str, PerHeadLoss] = {
     "ce": cross_entropy,
     "dice": dice,
     "tversky": tversky,
     "focal": focal,
+    "irm": irm,  # a penalty: it needs at least one of the others beside it
 }
+PENALTIES = ("irm",)  # terms that are no loss on their own
 
 PRESETS: dict[str, dict[str, float]] = {
     "ce": {"ce": 1.0},
     "dice": {"dice": 1.0},
     "tversky": {"tversky": 1.0},
     "focal": {"focal": 1.0},
-    # The reference "unified" loss; with alpha = beta = 0.5 its Tversky term equals Dice.
+    # nerlab's "unified" loss: the reference's without its IRM term; with alpha = beta = 0.5 Tversky equals Dice.
     "unified": {"ce": 0.4, "dice": 0.2, "tversky": 0.2, "focal": 0.2},
+    # The seed's exact unified loss: 0.4 (CE + 5 IRM) + 0.2 Dice + 0.2 Tversky + 0.2 Focal.
+    "unified-seed": {"ce": 0.4, "irm": 2.0, "dice": 0.2, "tversky": 0.2, "focal": 0.2},
 }
 
 
@@ -152,8 +184,9 @@ class LossSpec:
         bad = {k: w for k, w in self.weights.items() if not math.isfinite(w) or w < 0}
         if bad:
             raise ValueError(f"loss weights must be finite and >= 0; got {bad}")
-        if not any(w > 0 for w in self.weights.values()):
-            raise ValueError(f"at least one loss weight must be > 0; got {self.weights}")
+        if not any(w > 0 for k, w in self.weights.items() if k not in PENALTIES):
+            raise ValueError(f"at least one loss weight must be > 0 besides the {'/'.join(PENALTIES)} penalty; "
+                             f"got {self.weights}")
         for name in ("tversky_alpha", "tversky_beta", "focal_gamma", "smooth"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -166,6 +199,7 @@ class LossSpec:
             "dice": {"smooth": self.smooth},
             "tversky": {"alpha": self.tversky_alpha, "beta": self.tversky_beta, "smooth": self.smooth},
             "focal": {"gamma": self.focal_gamma},
+            "irm": {},  # the reference's IRMv1 has no setting besides its weight (s = 1, two halves)
         }[name]
 
 

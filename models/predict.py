@@ -57,7 +57,8 @@ def predict_windows(model, windows: Sequence[Window], batch_size: int, pad_id: i
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
         counts = mask.sum(1).tolist()
-        heads = heads.argmax(-1).cpu().numpy()  # (N, K)
+        heads = heads.argmax(-1)  # (N, K)
+        heads = heads.masked_fill(heads >= len(BIO), 0).cpu().numpy()  # <pad> (reference heads) reads as O
         flat = flat.argmax(-1).cpu().numpy() if flat is not None else None
         offset = 0
         for i, c in zip(idx, counts):

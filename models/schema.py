@@ -17,6 +17,11 @@ from typing import Sequence
 from nerlab.models.wojood import TASKS, WOJOOD_TYPES
 
 BIO = ("O", "B", "I")  # class index of each head's output
+# Under the reference normalisation (reproduction only) each head has a fourth class for padding; decoding
+# reads it as O, never as an entity (the reference scored <pad> as one).
+REFERENCE_CLASSES = (*BIO, "<pad>")
+PAD_CLASS = REFERENCE_CLASSES.index("<pad>")
+NORMALISATIONS = ("masked", "reference")
 IGNORE = -100
 
 

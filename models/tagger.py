@@ -19,7 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from nerlab.models.schema import BIO, LabelSchema
+from nerlab.models.schema import BIO, NORMALISATIONS, REFERENCE_CLASSES, LabelSchema
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "nerlab_model.json"
@@ -34,6 +34,9 @@ class TaggerConfig:
     flat_head: bool = False  # extra softmax head over all flat labels (the upstream baseline)
     flat_decoding: str = "heads"  # flat tags from the per-type heads (the UM6P rule) or from the flat head
     max_length: int = 512  # sub-words per window, specials included
+    # "masked": first sub-words only, O/B/I heads, attention mask (the default). "reference", only to reproduce
+    # the reference system: O/B/I/<pad> heads trained on every padded position, encoder called without a mask.
+    normalisation: str = "masked"
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout < 1:
@@ -44,6 +47,19 @@ class TaggerConfig:
             raise ValueError(f"flat_decoding must be 'heads' or 'flat_head', not {self.flat_decoding!r}")
         if self.flat_decoding == "flat_head" and not self.flat_head:
             raise ValueError("flat_decoding 'flat_head' needs flat_head: true")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {self.normalisation!r}")
+        if self.reference and self.flat_head:
+            raise ValueError("flat_head: the reference normalisation has per-type heads only (a flat head with a "
+                             "<pad> class is no part of the reference system); set flat_head: false")
+
+    @property
+    def reference(self) -> bool:
+        return self.normalisation == "reference"
+
+    @property
+    def head_classes(self) -> tuple[str, ...]:
+        return REFERENCE_CLASSES if self.reference else BIO
 
 
 def load_tokenizer(plm: str | Path, trust_remote_code: bool = False):
@@ -57,8 +73,9 @@ class MultiTaskTagger(nn.Module):
         self.encoder, self.schema, self.config = encoder, schema, config
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
-        # All type heads as one Linear: (B, T, H) -> (B, T, K * 3), a single matmul for 21 heads.
-        self.heads = nn.Linear(hidden, schema.num_heads * len(BIO))
+        # All type heads as one Linear: (B, T, H) -> (B, T, K * C), a single matmul for 21 heads (C = 3, or 4
+        # with the reference's <pad> class).
+        self.heads = nn.Linear(hidden, schema.num_heads * len(config.head_classes))
         self.flat = nn.Linear(hidden, len(schema.flat_labels)) if config.flat_head else None
 
     @property
@@ -68,14 +85,18 @@ class MultiTaskTagger(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_mask=None):
         """Logits at the labelled positions only when ``label_mask`` is given (saves the head matmuls).
 
-        Returns ``(head_logits, flat_logits)``: (N, K, 3) and (N, F) for N labelled positions, or
-        (B, T, K, 3) and (B, T, F) without a mask; ``flat_logits`` is None without a flat head.
+        Returns ``(head_logits, flat_logits)``: (N, K, C) and (N, F) for N labelled positions, or
+        (B, T, K, C) and (B, T, F) without a mask; ``flat_logits`` is None without a flat head.
+        Under the reference normalisation the encoder gets no attention mask (padding is attended to), as
+        the seed's code called it.
         """
+        if self.config.reference:
+            attention_mask = None
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         if label_mask is not None:
             h = h[label_mask]  # (N, H)
         h = self.dropout(h)
-        heads = self.heads(h).unflatten(-1, (self.schema.num_heads, len(BIO)))  # (..., K, 3)
+        heads = self.heads(h).unflatten(-1, (self.schema.num_heads, len(self.config.head_classes)))  # (..., K, C)
         flat = self.flat(h) if self.flat is not None else None
         return heads, flat
 

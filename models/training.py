@@ -17,10 +17,14 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from nerlab.losses import LossSpec, combined, multitask_loss
-from nerlab.models.encoding import Window, bucketed_batches, eval_batches, iter_batches
+from nerlab.models.encoding import Window, bucketed_batches, eval_batches, iter_batches, random_batches
 from nerlab.models.predict import assemble, predict_windows
+from nerlab.models.schema import PAD_CLASS
 from nerlab.models.scoring import Report, score
 from nerlab.models.wojood import Sentence
+
+
+BATCH_ORDERS = ("bucketed", "random")
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,15 @@ class TrainConfig:
     patience: int = 5  # epochs without improvement before stopping
     seed: int = 3407
     variance_penalty: float = 0.0  # λ of the multi-task loss variance penalty (the reference system used 5)
-    select_by: str = "val_f1"  # best epoch by validation micro-F1, or "val_loss" as the reference system did
+    select_by: str = "val_f1"  # best epoch by validation micro-F1, or "val_loss" (penalty excluded) as the reference did
+    batch_order: str = "bucketed"  # length-bucketed batches (3x less padding), or "random" order as the reference drew them
     bucket_batches: int = 50  # length-bucketing pool, in batches
 
     def __post_init__(self) -> None:
         if self.select_by not in ("val_f1", "val_loss"):
             raise ValueError(f"select_by must be 'val_f1' or 'val_loss', not {self.select_by!r}")
+        if self.batch_order not in BATCH_ORDERS:
+            raise ValueError(f"batch_order must be one of {', '.join(BATCH_ORDERS)}, not {self.batch_order!r}")
         if self.variance_penalty < 0:
             raise ValueError(f"variance_penalty must be >= 0, not {self.variance_penalty}")
         for name in ("epochs", "batch_size", "patience"):
@@ -85,8 +92,17 @@ def weights(model: torch.nn.Module, device: str | torch.device | None = None) ->
     return {k: (v.detach() if device is None else v.detach().to(device)).clone() for k, v in model.state_dict().items()}
 
 
+def train_batches(lengths: Sequence[int], cfg: TrainConfig, seed: int) -> list[list[int]]:
+    """One epoch's training batches (window indices) in ``cfg.batch_order``."""
+    if cfg.batch_order == "random":
+        return random_batches(len(lengths), cfg.batch_size, seed)
+    return bucketed_batches(lengths, cfg.batch_size, seed, cfg.bucket_batches)
+
+
 def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> torch.Tensor:
     """Loss of every task on a batch: K type heads, then the flat head if the model has one. (tasks,)"""
+    if getattr(model, "module", model).config.reference:  # DDP wraps the tagger in .module
+        return reference_task_losses(model, batch, loss, device)
     mask = batch["label_mask"].to(device)
     heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
     losses = combined(heads, batch["head_targets"].to(device)[mask], None, loss)  # (K,)
@@ -94,6 +110,17 @@ def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> tor
         flat_target = batch["flat_targets"].to(device)[mask]
         losses = torch.cat([losses, combined(flat.unsqueeze(1), flat_target.unsqueeze(1), None, loss)])
     return losses
+
+
+def reference_task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> torch.Tensor:
+    """The seed's normalisation (reproduction only): every position of the padded batch is in every head's
+    loss; a word's first sub-word has the word's class, later sub-words, [CLS], [SEP] (and a long sentence's
+    context words) are O, padding is <pad>. The model ignores the attention mask in this mode. (K,)"""
+    attention = batch["attention_mask"].to(device)  # (B, T); the model drops it, the targets use it
+    heads, _ = model(batch["input_ids"].to(device), attention, None)  # (B, T, K, 4)
+    target = batch["head_targets"].to(device)  # (B, T, K): 0 (O) wherever no word is labelled
+    target = torch.where(attention.bool()[..., None], target, PAD_CLASS)
+    return combined(heads.flatten(0, 1), target.flatten(0, 1), None, loss)  # (B*T, K, 4): the reference's view
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
@@ -174,9 +201,10 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
 @torch.no_grad()
 def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, loss: LossSpec, cfg: TrainConfig,
              device: torch.device, autocast_dtype=None) -> tuple[float, int]:
-    """Summed multi-task loss (penalty included, as trained) over the windows' batches, and the batch count.
+    """Summed multi-task loss over the windows' batches, and the batch count.
 
-    The validation loss is sum / count; ranks holding shards add both before dividing."""
+    The loss is the sum of the task losses as trained (an IRM term included) without the variance penalty,
+    as the seed selected on it. The validation loss is sum / count; ranks holding shards add both first."""
     model.eval()
     total_sum, n = torch.zeros((), device=device), 0
     lengths = [len(w) for w in windows]
@@ -184,7 +212,7 @@ def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, los
     for _, batch in iter_batches(windows, eval_batches(lengths, batch_size), pad_id, n_heads):
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             losses = task_losses(model, batch, loss, device)
-        total_sum += multitask_loss(losses.float(), cfg.variance_penalty)[0]
+        total_sum += losses.float().sum()
         n += 1
     return float(total_sum), n
 
@@ -205,12 +233,11 @@ def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sente
     model.to(device)
     pad = tokenizer.pad_token_id
     lengths = [len(w) for w in train]
-    steps = sum(len(bucketed_batches(lengths, cfg.batch_size, cfg.seed + e, cfg.bucket_batches))
-                for e in range(cfg.epochs))
+    steps = sum(len(train_batches(lengths, cfg, cfg.seed + e)) for e in range(cfg.epochs))
     opt, sched = make_optimizer(model, cfg, steps)
     history, best, state = [], BestEpoch(), None
     for epoch in range(cfg.epochs):
-        order = bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches)
+        order = train_batches(lengths, cfg, cfg.seed + epoch)
         batches = (b for _, b in iter_batches(train, order, pad, model.schema.num_heads))
         stats = train_epoch(model, batches, opt, sched, loss, cfg, device)
         report, _ = evaluate(model, val_sentences, val, task, cfg.batch_size * 2, pad, device)

@@ -50,8 +50,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class LossConfig:
-    preset: str | None = "unified"  # ce | unified | dice | focal | tversky
-    weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}
+    preset: str | None = "unified"  # ce | unified | unified-seed (with IRM) | dice | focal | tversky
+    weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}; irm: the IRMv1 penalty
     tversky_alpha: float = 0.5
     tversky_beta: float = 0.5
     focal_gamma: float = 2.0
@@ -83,6 +83,9 @@ class ModelSpec(TaggerConfig):
 
     plm: str = "tiny:2x64"
     trust_remote_code: bool = False  # never run a hub repo's code unless asked
+    # masked: only first sub-words in the loss, O/B/I heads, attention mask. reference (reproducing the seed
+    # only): every padded position in the loss, O/B/I/<pad> heads, no attention mask; needs random batches.
+    normalisation: str = "masked"
 
     def tagger(self, plm: str) -> TaggerConfig:
         """The tagger's own settings, with the PLM as resolved on the worker (a folder)."""
@@ -141,6 +144,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         check_shared(self)
+        check_reference(self.model, self.train)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -154,6 +158,18 @@ def check_shared(spec) -> None:
         raise ValueError(f"name {spec.name!r} must be letters, digits, '.', '_' or '-'")
     if spec.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {spec.precision!r}")
+
+
+def check_reference(model: ModelSpec, train: TrainConfig) -> None:
+    """What the reference normalisation cannot honour, named by key."""
+    if model.normalisation != "reference":
+        return
+    if model.flat_head:
+        raise ValueError("model.flat_head: the reference normalisation has per-type heads only (a flat head "
+                         "with a <pad> class is no part of the reference system); set model.flat_head: false")
+    if train.batch_order != "random":
+        raise ValueError(f"train.batch_order: the reference normalisation needs random-order batches (its share of "
+                         f"padding positions in the loss depends on them), not {train.batch_order!r}")
 
 
 def check_plm(plm: str, source: str, key: str = "model.plm") -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from nerlab.losses import PER_HEAD_LOSSES, PRESETS
+from nerlab.losses import PENALTIES, PER_HEAD_LOSSES, PRESETS
 from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
     SMOKE_DATA, SMOKE_PLM, DataSpec, LossConfig, ModelSpec, Resources, RunSpec, SynthData, Tracking, check_plm,
-    check_shared, resolve_paths, smoke_model_train, smoke_plm,
+    check_reference, check_shared, resolve_paths, smoke_model_train, smoke_plm,
 )
 from nerlab.platform.typed import from_dict, load_yaml, to_dict
 
@@ -65,6 +65,9 @@ class Search:
                                  f"(allowed: {', '.join(PER_HEAD_LOSSES)})")
             if all(max(next(iter(r.values()))) <= 0 for r in self.loss_weights.values()):
                 raise ValueError("search.loss_weights: every range is [0, 0], so all loss weights are zero")
+            if all(max(next(iter(r.values()))) <= 0 for k, r in self.loss_weights.items() if k not in PENALTIES):
+                raise ValueError(f"search.loss_weights: only the {'/'.join(PENALTIES)} penalty can be > 0; give a "
+                                 f"loss (ce, dice, tversky, focal) a range above 0")
         if isinstance(self.variance_penalty, tuple) and any(v < 0 for v in self.variance_penalty):
             raise ValueError("search.variance_penalty: λ must be >= 0")
 
@@ -73,8 +76,9 @@ class Search:
             return
         if isinstance(axis, tuple) and not axis:
             raise ValueError(f"search.{key}: empty list")
-        ranges = axis.values() if key == "loss_weights" else [axis] if isinstance(axis, dict) else []
-        for r in ranges:
+        ranges = ([(f"{key}.{k}", r) for k, r in axis.items()] if key == "loss_weights"
+                  else [(key, axis)] if isinstance(axis, dict) else [])
+        for key, r in ranges:  # a loss weight's range is named by its loss: search.loss_weights.irm
             if self.mode != "optuna":
                 raise ValueError(f"search.{key}: ranges need mode: optuna (a grid takes lists)")
             if len(r) != 1 or next(iter(r)) not in ("uniform", "log_uniform"):
@@ -150,6 +154,7 @@ class StudySpec:
 
     def __post_init__(self) -> None:
         check_shared(self)  # the same rules as a run's
+        check_reference(self.model, self.train)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -22,12 +22,12 @@ from safetensors.torch import load_file, save_file, save_model
 
 from nerlab.losses import LossSpec
 from nerlab.models import names as N
-from nerlab.models.encoding import WordPieces, bucketed_batches, encode, iter_batches, shard
+from nerlab.models.encoding import WordPieces, encode, iter_batches, shard
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report, score
 from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
-from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_everything, train_epoch, weights
+from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_everything, train_batches, train_epoch, weights
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
@@ -210,8 +210,7 @@ def train_fn_per_worker(config: dict) -> None:
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
                cfg.batch_size * 2, job, loss=spec.loss.to_loss_spec(), log=RankZeroLog(job) if rank == 0 else None)
     lengths = [len(x) for x in train_w]
-    steps_per_epoch = len(shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed, cfg.bucket_batches),
-                                rank, world, even=True))
+    steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
     w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     w.scaler = torch.amp.GradScaler(device.type, enabled=w.dtype is torch.float16)
     state, best = LoopState(), None
@@ -237,8 +236,7 @@ def train_fn_per_worker(config: dict) -> None:
         # Dropout draws depend on the epoch alone, as the batch order does, so a job resumed from a
         # checkpoint trains exactly as an uninterrupted one would.
         seed_everything(cfg.seed + epoch)
-        order = shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches),
-                      rank, world, even=True)
+        order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
         batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
         lr = w.sched.get_last_lr()[0]
         stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
@@ -247,7 +245,7 @@ def train_fn_per_worker(config: dict) -> None:
             dist.all_reduce(tokens)
         report, _ = w.evaluate(val_s, val_w)
         entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
-        if cfg.select_by == "val_loss":  # as the reference system did: the loss it trains on, whole validation set
+        if cfg.select_by == "val_loss":  # as the reference system did: the loss it trains on without the penalty
             entry["metrics"][N.VAL_LOSS] = w.val_loss(val_w)
         if state.update(cfg, epoch, report.micro.f1, entry["metrics"].get(N.VAL_LOSS)):
             best = weights(model, "cpu")

@@ -12,6 +12,7 @@ if [ "${1:-}" = "--smoke" ]; then
   python $B/bench_batching.py --smoke --json "$R/batching.json"
   python $B/bench_train_loop.py --smoke --json "$R/train_loop.json"
   python $B/bench_study.py --smoke --json "$R/study.json"
+  python $B/bench_seed_recipe.py --smoke --json "$R/seed_recipe.json"
   python $B/bench_gpu.py --smoke --json "$R/gpu-smoke.json"
   python $B/table.py --results "$R" --print
   exit 0
@@ -21,6 +22,7 @@ mkdir -p "$R"
 python $B/bench_batching.py --json "$R/batching.json"
 python $B/bench_train_loop.py --json "$R/train_loop.json"
 python $B/bench_study.py --json "$R/study.json"
+python $B/bench_seed_recipe.py --json "$R/seed_recipe.json"
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   python $B/bench_gpu.py --json "$R/gpu.json"
 fi

@@ -71,6 +71,20 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                  f"epochs trained, in completion order, until a trial is within 1 F1 point of the grid's best; "
                  f"{s['search_trials']} TPE samples per search, {s['search_stopped_early']} trials stopped early in all "
                  "(`bench_study.py`)")]
+    sr = load(folder, "seed_recipe")
+    if sr:
+        how = (f"real Wojood sample, nested, tiny BERT {sr['layers']}x{sr['hidden']} from scratch, {sr['epochs']} epochs, "
+               f"mean of seeds {', '.join(map(str, sr['seeds']))}; epoch of best val F1 (`bench_seed_recipe.py`)")
+        for variant in dict.fromkeys(r["variant"] for r in sr["rows"]):
+            cells = [f"λ={r['lambda']:g}: {r['by_val_f1.val_f1']:.3f} / {r['by_val_f1.test_f1']:.3f}"
+                     for r in sr["rows"] if r["variant"] == variant]
+            out.append((f"val / test F1, ({variant})", "; ".join(cells), how))
+        t = sr["irm_time"]
+        out.append(("IRM term, time per training epoch", f"{t['masked']['ratio']:.2f}x masked, "
+                    f"{t['reference']['ratio']:.2f}x reference normalisation (from the loss alone: "
+                    f"{t['masked']['ratio_from_loss']:.3f}x, {t['reference']['ratio_from_loss']:.3f}x)",
+                    "unified-seed over unified, same batches and weights, fastest of interleaved epochs; "
+                    "the loss's own forward + backward added to an epoch (`bench_seed_recipe.py`)"))
     g = load(folder, "gpu")
     if g:
         for row in g["rows"]:

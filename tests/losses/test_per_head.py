@@ -191,6 +191,7 @@ ALL_PADDING_CASES = [
     ("tversky", {"smooth": 0.0}),
     ("focal", {}),
     ("focal", {"gamma": 0.5}),
+    ("irm", {}),
 ]
 
 

@@ -249,6 +249,20 @@ CASES: dict[str, Case] = {
     "run: λ < 0": Case(train({"train": {"variance_penalty": -1.0}}), ("train.variance_penalty must be >= 0",)),
     "run: λ infinite": Case(train({"train": {"variance_penalty": float("inf")}}),
                             ("train.variance_penalty: expected a finite number",)),
+    "run: IRM weight < 0": Case(train({"loss": {"preset": None, "weights": {"ce": 0.4, "irm": -1.0}}}),
+                                ("loss.weights: loss weights must be finite and >= 0", "'irm': -1.0")),
+    "run: IRM weight alone": Case(train({"loss": {"preset": None, "weights": {"irm": 2.0}}}),
+                                  ("loss.weights:", "besides the irm penalty")),
+    "run: unknown normalisation": Case(train({"model": {"normalisation": "padded"}}),
+                                       ("model.normalisation must be one of masked, reference",)),
+    "run: unknown batch order": Case(train({"train": {"batch_order": "sorted"}}),
+                                     ("train.batch_order must be one of bucketed, random",)),
+    "run: reference normalisation with bucketed batches": Case(
+        train({"model": {"normalisation": "reference"}}),
+        ("train.batch_order: the reference normalisation needs random-order batches", "'bucketed'")),
+    "run: reference normalisation with a flat head": Case(
+        train({"model": {"normalisation": "reference", "flat_head": True}, "train": {"batch_order": "random"}}),
+        ("model.flat_head: the reference normalisation has per-type heads only",)),
     "run: missing name": Case(train({"name": DELETE}), ("name: required key is missing",)),
     "run: bad name": Case(train({"name": "my run/1"}), ("name", "letters, digits")),
     "run: unknown task": Case(train({"task": "both"}), ("task must be one of flat, nested",)),
@@ -325,6 +339,17 @@ CASES: dict[str, Case] = {
     "study: unknown loss in loss_weights": Case(
         study({"search": {"mode": "optuna", "loss_weights": {"cee": {"uniform": [0, 1]}}}}),
         ("search.loss_weights.cee: unknown loss",)),
+    "study: IRM weight < 0 in a grid": Case(study({"search": {"loss": {"mine": {"ce": 1.0, "irm": -2.0}}}}),
+                                            ("search.loss.mine:", "'irm': -2.0")),
+    "study: IRM weight range below 0": Case(
+        study({"search": {"mode": "optuna", "loss_weights": {"ce": {"uniform": [0.1, 1]}, "irm": {"uniform": [-1, 5]}}}}),
+        ("search.loss_weights.irm: bad range", "0 <= lo")),
+    "study: only the IRM weight can be > 0": Case(
+        study({"search": {"mode": "optuna", "loss_weights": {"ce": {"uniform": [0, 0]}, "irm": {"uniform": [0, 5]}}}}),
+        ("search.loss_weights: only the irm penalty can be > 0",)),
+    "study: reference normalisation with bucketed batches": Case(
+        study({"model": {"normalisation": "reference"}}),
+        ("train.batch_order: the reference normalisation needs random-order batches",)),
     "study: unknown loss preset": Case(study({"search": {"loss": ["ce", "fancy"]}}),
                                        ("search.loss: unknown loss 'fancy'",)),
     "study: unknown PLM folder": Case(study({"search": {"plm": ["tiny:2x32", "./plms/nothing"]}}),
@@ -491,7 +516,8 @@ def test_crlf_bom_and_tab_separated_files_are_good_input(tmp_path, capsys) -> No
 
 # ---- the real process: exit code, one line on stderr, no Ray processes ------------------------------------------
 SUBPROCESS_CASES = ["cli: unknown verb", "cli: --workers 0", "data: nested file given as flat",
-                    "run: negative loss weight", "run: malformed data line", "study: empty PLM list"]
+                    "run: negative loss weight", "run: malformed data line", "study: empty PLM list",
+                    "run: IRM weight < 0", "run: reference normalisation with a flat head"]
 
 
 def ray_processes() -> dict[int, str]:

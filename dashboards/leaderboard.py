@@ -169,7 +169,7 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
     Columns: config, the configuration's axes, val_f1_mean/std, test_f1_mean/std, best_epoch (mean),
     trials, finished, stopped_early, wall_s / cpu_s / gpu_s (summed resource-seconds: wall time x
     workers x CPUs or GPUs per worker), best_run_id (its best trial by ``metric``), task, seed_recipe
-    (every trial ran the seed's recipe), seed_dev_f1 / seed_dev_f1_range / seed_delta (the seed's published
+    (every trial ran the reference system's recipe), seed_dev_f1 / seed_dev_f1_range / seed_delta (the reference system's published
     dev F1 of the same configuration and ours minus it, seed_table.py) and, when ``metric`` is not
     validation F1, score_mean/score_std of that metric.
     """
@@ -201,7 +201,7 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
             task=g["task"].dropna().iloc[0] if g["task"].notna().any() else None,
             seed_recipe=bool(g["seed_recipe"].all()) if "seed_recipe" in g else False,
         )
-        # The seed's published figure for this PLM, task, loss and λ, when there is one (seed_table.py).
+        # The reference system's published figure for this PLM, task, loss and λ, when there is one (seed_table.py).
         row.update(seed_columns(row["plm"], row["task"], row["loss"], row["penalty"], row["val_f1_mean"]))
         if score_col != "val_f1":
             row.update(score_mean=float(g[score_col].mean()), score_std=_std(g[score_col]))

@@ -1,7 +1,7 @@
 """A study's report: one self-contained HTML page of its leaderboard and figures (``figures.py``), attached
 to the study's parent run.
 
-The leaderboard on the page shows the seed's published dev F1 beside a configuration that matches one of the
+The leaderboard on the page shows the reference system's published dev F1 beside a configuration that matches one of the
 seed's runs (PLM, task, loss, λ; ``seed_table.py``), with the difference.
 
 ``report.html`` embeds the figures as data URIs, so it renders on its own: in a browser, and in the MLflow
@@ -41,7 +41,7 @@ def render_html(info: dict, board: pd.DataFrame, trials: pd.DataFrame, figures: 
     table = "<p>(no finished trials)</p>"
     seed_note = ""
     if not board.empty:
-        with_seed = has_seed(board)  # the seed's published dev F1 beside ours (seed_table.py)
+        with_seed = has_seed(board)  # the reference system's published dev F1 beside ours (seed_table.py)
         rows = []
         for i, (_, r) in enumerate(board.iterrows(), start=1):
             std = "" if math.isnan(r["val_f1_std"]) else f" ± {r['val_f1_std']:.4f}"

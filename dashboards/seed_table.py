@@ -1,11 +1,11 @@
-"""The seed's published dev micro-F1, beside a study's configurations (SEED_FACTS.md, "Results to beat").
+"""The reference system's published dev micro-F1 (ArabicNLP 2023) beside a study's configurations.
 
 ``seed_results.csv`` holds the figures as facts: one row per published run (PLM hub name, task, our loss
 preset of the same recipe, λ, dev F1 at the epoch of lowest validation loss, and for the CE runs the best F1
 over all epochs from their logs); for CAMeLBERT-Mix and QARiB only a range over the four runs is published
-(loss and λ ``*``). The seed's "CE" is our preset ``ce``, its "unified" our ``unified-seed`` (with IRM).
+(loss and λ ``*``). The reference system's "CE" is our preset ``ce``, its "unified" our ``unified-seed`` (with IRM).
 
-A configuration matches on PLM, task, loss name and λ. Its row says whether every trial ran the seed's
+A configuration matches on PLM, task, loss name and λ. Its row says whether every trial ran the reference system's
 recipe (``seed_recipe``: reference normalisation, random batches, selection by validation loss, fp32); if
 not, the difference compares two recipes, not a reproduction.
 """
@@ -30,7 +30,7 @@ def seed_results() -> pd.DataFrame:
 
 
 def is_seed_recipe(params: dict, tags: dict) -> bool:
-    """Did a run train with the seed's recipe? Read from its logged spec params and its precision tag."""
+    """Did a run train with the reference system's recipe? Read from its logged spec params and its precision tag."""
     precision = tags.get("nerlab.precision") or params.get("precision")
     return (params.get("model.normalisation") == "reference" and params.get("train.batch_order") == "random"
             and params.get("train.select_by") == "val_loss" and precision == "fp32")
@@ -70,6 +70,6 @@ def seed_text(row) -> tuple[str, str]:
     return shown, (f"{delta:+.4f}" if not pd.isna(delta) else "-")
 
 
-RECIPE_NOTE = ("seed dev F1: the seed's published dev micro-F1 of the same PLM, task, loss and λ (SEED_FACTS.md); "
-               "Δ = our mean val F1 minus theirs. A row marked † did not train with the seed's recipe (reference "
+RECIPE_NOTE = ("seed dev F1: the reference system's published dev micro-F1 of the same PLM, task, loss and λ; "
+               "Δ = our mean val F1 minus theirs. A row marked † did not train with the reference system's recipe (reference "
                "normalisation, random batches, selection by validation loss, fp32): its Δ compares recipes.")

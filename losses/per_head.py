@@ -5,7 +5,7 @@ N token positions, K heads (one per entity type), C classes per head (O/B/I for 
 nested tagger; O/B/I/<pad> under the reference normalisation). A position counts for head k
 when ``mask[n]`` is True and ``target[n, k] != -100``. Every loss returns a float32 tensor of shape (K,).
 
-``irm`` is the IRMv1 penalty the seed added to its cross-entropy; it is no loss on its own
+``irm`` is the IRMv1 penalty the reference system added to its cross-entropy; it is no loss on its own
 (``PENALTIES``), so a loss spec needs another term beside it.
 
 Masked positions are neutralised *before* any arithmetic (their logits are set to 0
@@ -110,7 +110,7 @@ def focal(
 
 
 def irm(logits: Tensor, target: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """IRMv1 penalty per head (Arjovsky et al. 2019), as the seed applied it (SEED_FACTS.md, "Losses").
+    """IRMv1 penalty per head (Arjovsky et al. 2019), as the reference system applied it.
 
     The reference multiplies the logits by a scalar ``s = 1.0`` that requires grad, takes the mean
     cross-entropy ``L1`` over the even-indexed and ``L2`` over the odd-indexed positions of the flattened
@@ -151,7 +151,7 @@ PRESETS: dict[str, dict[str, float]] = {
     "focal": {"focal": 1.0},
     # nerlab's "unified" loss: the reference's without its IRM term; with alpha = beta = 0.5 Tversky equals Dice.
     "unified": {"ce": 0.4, "dice": 0.2, "tversky": 0.2, "focal": 0.2},
-    # The seed's exact unified loss: 0.4 (CE + 5 IRM) + 0.2 Dice + 0.2 Tversky + 0.2 Focal.
+    # The reference system's exact unified loss: 0.4 (CE + 5 IRM) + 0.2 Dice + 0.2 Tversky + 0.2 Focal.
     "unified-seed": {"ce": 0.4, "irm": 2.0, "dice": 0.2, "tversky": 0.2, "focal": 0.2},
 }
 

@@ -88,7 +88,7 @@ class MultiTaskTagger(nn.Module):
         Returns ``(head_logits, flat_logits)``: (N, K, C) and (N, F) for N labelled positions, or
         (B, T, K, C) and (B, T, F) without a mask; ``flat_logits`` is None without a flat head.
         Under the reference normalisation the encoder gets no attention mask (padding is attended to), as
-        the seed's code called it.
+        the reference system's code called it.
         """
         if self.config.reference:
             attention_mask = None

@@ -113,7 +113,7 @@ def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> tor
 
 
 def reference_task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> torch.Tensor:
-    """The seed's normalisation (reproduction only): every position of the padded batch is in every head's
+    """The reference system's normalisation (reproduction only): every position of the padded batch is in every head's
     loss; a word's first sub-word has the word's class, later sub-words, [CLS], [SEP] (and a long sentence's
     context words) are O, padding is <pad>. The model ignores the attention mask in this mode. (K,)"""
     attention = batch["attention_mask"].to(device)  # (B, T); the model drops it, the targets use it
@@ -204,7 +204,7 @@ def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, los
     """Summed multi-task loss over the windows' batches, and the batch count.
 
     The loss is the sum of the task losses as trained (an IRM term included) without the variance penalty,
-    as the seed selected on it. The validation loss is sum / count; ranks holding shards add both first."""
+    as the reference system selected on it. The validation loss is sum / count; ranks holding shards add both first."""
     model.eval()
     total_sum, n = torch.zeros((), device=device), 0
     lengths = [len(w) for w in windows]

@@ -83,7 +83,7 @@ class ModelSpec(TaggerConfig):
 
     plm: str = "tiny:2x64"
     trust_remote_code: bool = False  # never run a hub repo's code unless asked
-    # masked: only first sub-words in the loss, O/B/I heads, attention mask. reference (reproducing the seed
+    # masked: only first sub-words in the loss, O/B/I heads, attention mask. reference (reproducing the reference
     # only): every padded position in the loss, O/B/I/<pad> heads, no attention mask; needs random batches.
     normalisation: str = "masked"
 

@@ -1,4 +1,4 @@
-"""Benchmark: the seed's recipe on the real Wojood sample, nested task (run by hand, not a test).
+"""Benchmark: the reference system's recipe on the real Wojood sample, nested task (run by hand, not a test).
 
     python tests/benchmarks/bench_seed_recipe.py [--smoke] [--json PATH] [--epochs N] [--seeds S ...]
 
@@ -7,12 +7,12 @@ About 10 minutes with the defaults on one thread of a busy 2-core machine (12 ru
 Trains, in one process with ``models/training.fit`` (no Ray), a tiny BERT built from the sample's training
 split, with the same budget, batches and seeds for every variant:
   (a) ``unified``: nerlab's unified loss (no IRM), masked normalisation, length-bucketed batches;
-  (b) ``unified-seed``: the seed's exact unified loss, 0.4 (CE + 5 IRM) + 0.2 Dice + 0.2 Tversky + 0.2 Focal;
+  (b) ``unified-seed``: the reference system's exact unified loss, 0.4 (CE + 5 IRM) + 0.2 Dice + 0.2 Tversky + 0.2 Focal;
   (c) (b) with the reference normalisation (every padded position, O/B/I/<pad>, no attention mask), which
       needs random-order batches;
 each with λ = 0 and λ = 5. Every epoch is scored on validation and test and its validation loss (without the
 variance penalty) is recorded, so both selections are read off one run: the best validation F1 (nerlab) and
-the lowest validation loss (the seed). Also: the time per training epoch with the IRM term over without it
+the lowest validation loss (the reference system). Also: the time per training epoch with the IRM term over without it
 (``unified-seed`` vs ``unified`` on the same batches and weights, interleaved repeats, medians), in both
 normalisations.
 """
@@ -42,7 +42,7 @@ from nerlab.models.wojood import read_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "data" / "wojood-sample"
-MAX_LENGTH = 512  # the seed's window: every sample sentence fits, as in the reference (no windows)
+MAX_LENGTH = 512  # the reference system's window: every sample sentence fits, as in the reference (no windows)
 VARIANTS = {  # name -> (loss preset, normalisation, batch order)
     "a unified": ("unified", "masked", "bucketed"),
     "b unified-seed": ("unified-seed", "masked", "bucketed"),

@@ -1,6 +1,6 @@
-"""The seed's published dev F1 beside a study's configurations, in the leaderboard and the report.
+"""The reference system's published dev F1 beside a study's configurations, in the leaderboard and the report.
 
-Built from hand-made trial rows (no Ray, no MLflow): the expected figures are SEED_FACTS.md's, typed here.
+Built from hand-made trial rows (no Ray, no MLflow): the expected figures are the paper's dev table, typed here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nerlab.dashboards.seed_table import is_seed_recipe, lookup, seed_results
 
 ARBERT, MIX = "UBC-NLP/ARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-mix"
 
-# SEED_FACTS.md, "Results to beat": ARBERTv2 dev micro-F1, CE / CE + penalty / unified / unified + penalty.
+# The paper's dev table: ARBERTv2 dev micro-F1, CE / CE + penalty / unified / unified + penalty.
 PUBLISHED = {("flat", "ce", 0.0): 0.8749, ("flat", "ce", 5.0): 0.8771, ("flat", "unified-seed", 0.0): 0.9031,
              ("flat", "unified-seed", 5.0): 0.9054, ("nested", "ce", 0.0): 0.9129, ("nested", "ce", 5.0): 0.9136,
              ("nested", "unified-seed", 0.0): 0.9245, ("nested", "unified-seed", 5.0): 0.9247}

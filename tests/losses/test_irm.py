@@ -1,4 +1,4 @@
-"""The IRMv1 term and the seed's exact unified loss, against hand computations and autograd references."""
+"""The IRMv1 term and the reference system's exact unified loss, against hand computations and autograd references."""
 
 from __future__ import annotations
 
@@ -86,11 +86,11 @@ def test_irm_equals_the_autograd_recipe_value_and_gradient(n, c):
     torch.testing.assert_close(logits.grad.double(), ref_logits.grad, rtol=1e-4, atol=1e-7)
 
 
-# ---- the seed's exact unified loss ------------------------------------------------------------------------
+# ---- the reference system's exact unified loss ------------------------------------------------------------------------
 
 def formula_unified_seed(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """0.4 (CE + 5 IRM) + 0.2 Dice + 0.2 Tversky(0.5, 0.5) + 0.2 Focal(2), per head, float64, from the
-    formulas in SEED_FACTS.md: per-class soft counts over the positions, smoothing 1e-6, mean over classes."""
+    published formulas: per-class soft counts over the positions, smoothing 1e-6, mean over classes."""
     z = logits.double()
     n, k, c = z.shape
     p = z.softmax(-1)

@@ -98,7 +98,7 @@ def test_learns_on_the_real_sample(sample_dir: Path, sample_plm: Path) -> None:
 
 
 def test_select_by_val_loss_restores_the_lowest_validation_loss(synth_dir: Path, tiny_plm: Path) -> None:
-    """The seed picked its best epoch by validation loss without the variance penalty: fit keeps the epoch whose
+    """The reference system picked its best epoch by validation loss without the variance penalty: fit keeps the epoch whose
     loss was lowest, and that loss, recomputed batch by batch by hand from the restored weights as the sum of the
     task losses, is the minimum of the history."""
     from nerlab.models.encoding import collate

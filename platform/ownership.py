@@ -35,6 +35,7 @@ OPERATIONAL = ("output", "ray_address", "resources.max_concurrent", "resources.t
                "resources.max_failures", "resources.cpus_per_worker", "resources.trial_cpus",
                "resources.gpus_per_worker")
 DRIVER_TAG, HEARTBEAT_TAG, DIGEST_TAG = "nerlab.driver", "nerlab.driver_heartbeat", "nerlab.spec_digest"
+LEASE_PREFIX = ".nerlab-driver/"  # experiments that are leases, not studies
 HEARTBEAT_S, STALE_S = 10.0, 60.0
 
 
@@ -133,56 +134,67 @@ def archive(folder: Path) -> Path:
 
 # ---- a lease on a tracking server -----------------------------------------------------------------------
 class ServerLease:
-    """One driver per study among machines that share a tracking server: a lease in the parent run's tags.
+    """One driver per study among machines that share a tracking server.
 
-    MLflow has no compare-and-set, so a claim writes this driver's token, waits ``settle_s`` and reads it
-    back: of two drivers that claim at once, both read the same last write, and only its writer goes on.
+    The lease is an MLflow experiment named ``LEASE_PREFIX + key``: experiment names are unique in every
+    tracking store, so of two drivers that claim at once exactly one creates it. Its tags name the holder
+    and carry a heartbeat; a lease whose heartbeat is older than ``STALE_S``, or whose holder is a dead
+    process of this host, is moved aside (renamed, then deleted) and claimed anew. Released on exit.
     """
 
-    def __init__(self, client, run_id: str, what: str, settle_s: float = 2.0):
-        self.client, self.run_id, self.what, self.settle_s = client, run_id, what, settle_s
-        self.token = uuid.uuid4().hex
+    def __init__(self, client, key: str, what: str):
+        self.client, self.name, self.what = client, LEASE_PREFIX + key, what
+        self.experiment_id: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _holder(self) -> dict | None:
-        tags = self.client.get_run(self.run_id).data.tags
-        try:
-            holder = json.loads(tags.get(DRIVER_TAG) or "null")
-            beat = float(tags.get(HEARTBEAT_TAG, 0))
-        except ValueError:
-            return None
-        if not holder:
-            return None
-        stale = time.time() - beat > STALE_S
-        dead_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)
-        return None if stale or dead_here else holder
+    def _create(self) -> bool:
+        from mlflow.exceptions import MlflowException
 
-    def _beat(self, holder: str | None = None) -> None:
-        tags = {HEARTBEAT_TAG: f"{time.time():.0f}"}
-        if holder is not None:
-            tags[DRIVER_TAG] = holder
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+        tags = {DRIVER_TAG: json.dumps(_me()), HEARTBEAT_TAG: f"{time.time():.0f}"}
+        try:
+            self.experiment_id = self.client.create_experiment(self.name, tags=tags)
+            return True
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return False
+
+    def _retire(self, experiment_id: str) -> None:
+        """Move a lease aside: a deleted experiment keeps its name, so it is renamed first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.rename_experiment(experiment_id, f"{self.name}~{uuid.uuid4().hex[:12]}")
+            self.client.delete_experiment(experiment_id)
+        except MlflowException:  # another driver retired it first
+            pass
 
     def __enter__(self) -> "ServerLease":
-        holder = self._holder()
-        if holder is not None and holder.get("token") != self.token:
-            raise UsageError(f"{self.what} is already running: {describe(holder)}; wait for it to end, or stop it")
-        self._beat(json.dumps(_me(self.token)))
-        time.sleep(self.settle_s)
-        holder = self._holder()
-        if holder is None or holder.get("token") != self.token:
-            raise UsageError(f"{self.what} was started by another driver at the same time: "
-                             f"{describe(holder or {})}")
-        self._thread = threading.Thread(target=self._heartbeats, name="nerlab-lease", daemon=True)
-        self._thread.start()
-        return self
+        for _ in range(3):
+            if self._create():
+                self._thread = threading.Thread(target=self._heartbeats, name="nerlab-lease", daemon=True)
+                self._thread.start()
+                return self
+            lease = self.client.get_experiment_by_name(self.name)
+            if lease is None:  # released in between
+                continue
+            try:
+                holder = json.loads(lease.tags.get(DRIVER_TAG, "{}"))
+                beat = float(lease.tags.get(HEARTBEAT_TAG, 0))
+            except ValueError:
+                holder, beat = {}, 0.0
+            dead_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)
+            if time.time() - beat <= STALE_S and not dead_here:
+                raise UsageError(f"{self.what} is already running: {describe(holder)}; wait for it to end, or "
+                                 f"stop it (it is resumed with the same command)")
+            self._retire(lease.experiment_id)  # its driver is gone
+        raise UsageError(f"{self.what}: other drivers keep claiming it at the same time; try again")
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self._beat()
+                self.client.set_experiment_tag(self.experiment_id, HEARTBEAT_TAG, f"{time.time():.0f}")
             except Exception:  # noqa: BLE001 - a server restart: the next beat retries
                 pass
 
@@ -190,7 +202,8 @@ class ServerLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        try:
-            self._beat("")  # released
-        except Exception:  # noqa: BLE001 - the lease goes stale by itself
-            pass
+        if self.experiment_id is not None:
+            try:
+                self._retire(self.experiment_id)
+            except Exception:  # noqa: BLE001 - the lease goes stale by itself
+                pass

@@ -200,12 +200,13 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
             uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
             (out / SERVER_URL_FILE).write_text(uri + "\n")
         client = T.MlflowClient(uri)
-        exp_id = T.ensure_experiment(client, spec.tracking.experiment or spec.name, artifacts)
+        experiment = spec.tracking.experiment or spec.name
+        if not _local_store(store_uri, out):  # drivers on other machines see the study through the server
+            stack.enter_context(ownership.ServerLease(client, f"{experiment}/{spec.name}", f"study {spec.name}"))
+        exp_id = T.ensure_experiment(client, experiment, artifacts)
         parent, created = T.find_or_create_run(client, exp_id, PARENT_TAG, spec.name, run_name=spec.name,
                                                tags={N.KIND_TAG: "study", "git_commit": T.git_commit(),
                                                      ownership.DIGEST_TAG: _digest(spec)})
-        if not _local_store(store_uri, out):  # drivers on other machines see the study through the server
-            stack.enter_context(ownership.ServerLease(client, parent.info.run_id, f"study {spec.name}"))
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), N.CONFIG_DIR)

@@ -72,48 +72,45 @@ def server(tmp_path_factory):
     mlflow_server.stop(proc)
 
 
-def parent_run(url: str, name: str) -> str:
-    client = MlflowClient(url)
-    exp = client.create_experiment(name)
-    return client.create_run(exp).info.run_id
+def lease(url: str, key: str, what: str) -> ownership.ServerLease:
+    return ownership.ServerLease(MlflowClient(url), key, what)
 
 
 def test_two_drivers_claiming_a_lease_at_once_leave_exactly_one_holder(server):
-    run_id = parent_run(server, "lease-race")
-    outcomes, leases = [], []
+    outcomes, held = [], []
+    start = threading.Barrier(8)
 
     def claim():
-        lease = ownership.ServerLease(MlflowClient(server), run_id, "study race", settle_s=2.0)
+        claim_ = lease(server, "exp/race", "study race")
+        start.wait()
         try:
-            lease.__enter__()
-            leases.append(lease)
+            held.append(claim_.__enter__())
             outcomes.append("held")
         except UsageError as e:
             outcomes.append(str(e))
 
-    threads = [threading.Thread(target=claim) for _ in range(2)]
+    threads = [threading.Thread(target=claim) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     try:
-        assert sorted(o == "held" for o in outcomes) == [False, True], outcomes
-        refusal = next(o for o in outcomes if o != "held")
-        assert "study race" in refusal and f"pid {os.getpid()}" in refusal
+        assert outcomes.count("held") == 1, outcomes
+        assert all("study race is already running: pid" in o for o in outcomes if o != "held")
     finally:
-        for lease in leases:
-            lease.__exit__(None, None, None)
-    tags = MlflowClient(server).get_run(run_id).data.tags
-    assert tags[ownership.DRIVER_TAG] == ""  # released on exit
+        for h in held:
+            h.__exit__(None, None, None)
+    assert MlflowClient(server).get_experiment_by_name(ownership.LEASE_PREFIX + "exp/race") is None  # released
+    with lease(server, "exp/race", "study race"):  # and free again
+        pass
 
 
 def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server):
-    run_id = parent_run(server, "lease-dead")
     code = textwrap.dedent(f"""
         import time
         from mlflow.tracking import MlflowClient
         from nerlab.platform.ownership import ServerLease
-        with ServerLease(MlflowClient({server!r}), {run_id!r}, "study d", settle_s=0.5):
+        with ServerLease(MlflowClient({server!r}), "exp/dead", "study d"):
             print("held", flush=True)
             time.sleep(120)
     """)
@@ -121,14 +118,14 @@ def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server):
     try:
         assert p.stdout.readline().strip() == "held"
         with pytest.raises(UsageError, match=f"study d is already running: pid {p.pid} on "):
-            with ownership.ServerLease(MlflowClient(server), run_id, "study d", settle_s=0.5):
+            with lease(server, "exp/dead", "study d"):
                 pass
         p.kill()  # SIGKILL: its heartbeat is fresh, but it is a dead process of this host
         p.wait()
         start = time.monotonic()
-        with ownership.ServerLease(MlflowClient(server), run_id, "study d", settle_s=0.5):
-            holder = json.loads(MlflowClient(server).get_run(run_id).data.tags[ownership.DRIVER_TAG])
-            assert holder["pid"] == os.getpid()
+        with lease(server, "exp/dead", "study d") as mine:
+            tags = MlflowClient(server).get_experiment(mine.experiment_id).tags
+            assert json.loads(tags[ownership.DRIVER_TAG])["pid"] == os.getpid()
         assert time.monotonic() - start < ownership.STALE_S  # no waiting for the heartbeat to go stale
     finally:
         p.kill()

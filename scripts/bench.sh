@@ -13,6 +13,7 @@ if [ "${1:-}" = "--smoke" ]; then
   python $B/bench_train_loop.py --smoke --json "$R/train_loop.json"
   python $B/bench_study.py --smoke --json "$R/study.json"
   python $B/bench_gpu.py --smoke --json "$R/gpu-smoke.json"
+  python $B/bench_gpu_memory.py --smoke --json "$R/gpu-memory-smoke.json"
   python $B/table.py --results "$R" --print
   exit 0
 fi
@@ -23,5 +24,8 @@ python $B/bench_train_loop.py --json "$R/train_loop.json"
 python $B/bench_study.py --json "$R/study.json"
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   python $B/bench_gpu.py --json "$R/gpu.json"
+  python $B/bench_gpu.py --variants as-written fused-adamw pinned-prefetch fast eager-attention random-batches \
+    compile fast-compile --json "$R/gpu_variants.json"
+  python $B/bench_gpu_memory.py --json "$R/gpu_memory.json"
 fi
 python $B/table.py

@@ -7,7 +7,8 @@
 #   missing: the message names the set(s) to carry, one call each, back to back.
 # NERLAB_WHEELS=stash: only keep this call's set for a later call (step 1 carries set 1 for step 2).
 # Both: nerlab's folders are linked into $NERLAB_SITE as the package `nerlab` (no build step) and
-# PYTHONPATH points there. NERLAB_PY: the interpreter (python3).
+# PYTHONPATH points there. NERLAB_PY: the interpreter (python3). NERLAB_CARRIED: the set folders this
+# call brought (default: every .gpu-wheels/set*; rehearse_install.sh names one per simulated call).
 
 NERLAB_PY=${NERLAB_PY:-python3}
 NERLAB_SITE=${NERLAB_SITE:-/tmp/site}
@@ -16,7 +17,7 @@ export NERLAB_WHEEL_STORE
 
 nerlab_install_wheels() {
   local joined
-  joined=$("$NERLAB_PY" scripts/gpu/join_wheels.py "$NERLAB_WHEEL_STORE" .gpu-wheels/set*) || return 3
+  joined=$("$NERLAB_PY" scripts/gpu/join_wheels.py "$NERLAB_WHEEL_STORE" ${NERLAB_CARRIED:-.gpu-wheels/set*}) || return 3
   local stamp
   stamp="$NERLAB_SITE/.nerlab-wheels-$(sha256sum "$NERLAB_WHEEL_STORE/parts/MANIFEST.json" | cut -c1-12)"
   if [ ! -e "$stamp" ]; then
@@ -35,7 +36,7 @@ nerlab_link_package() {
 }
 
 if [ "${NERLAB_WHEELS:-install}" = stash ]; then
-  "$NERLAB_PY" scripts/gpu/join_wheels.py "$NERLAB_WHEEL_STORE" .gpu-wheels/set* >/dev/null 2>&1 || true
+  "$NERLAB_PY" scripts/gpu/join_wheels.py "$NERLAB_WHEEL_STORE" ${NERLAB_CARRIED:-.gpu-wheels/set*} >/dev/null 2>&1 || true
   echo "install_wheels: sets kept in $NERLAB_WHEEL_STORE: $(ls "$NERLAB_WHEEL_STORE/parts" 2>/dev/null | wc -l) files"
 else
   nerlab_install_wheels || return $?

@@ -80,14 +80,22 @@ def metadata(wheel: Path) -> tuple[str, str, list[str]]:
     return canonicalize_name(msg["Name"]), msg["Version"], msg.get_all("Requires-Dist") or []
 
 
-def closure(cache: Path, image: dict) -> tuple[list[Path], dict[str, list[str]]]:
+def applies(req: Requirement, extra: str) -> bool:
+    """Whether ``req`` is needed on the GPU machine by the base package ("") or by ``extra`` alone."""
+    def on(e: str) -> bool:
+        return req.marker is None or req.marker.evaluate({**MARKERS, "extra": e})
+    return on("") if not extra else on(extra) and not on("")
+
+
+def closure(cache: Path, image: dict, roots: tuple[str, ...] = (*ROOTS, *SDIST_ONLY)
+            ) -> tuple[list[Path], dict[str, list[str]]]:
     """The wheels to carry (reachable from the roots, not on the image) and the image packages' ranges."""
     wheels = {}
     for w in sorted(cache.glob("*.whl")):
         name, version, reqs = metadata(w)
         wheels[name] = (w, version, reqs)
     carry, needs_from_image, seen = {}, {}, set()
-    todo = [(Requirement(r), "root") for r in (*ROOTS, *SDIST_ONLY)]
+    todo = [(Requirement(r), "root") for r in roots]
     while todo:
         req, by = todo.pop()
         name = canonicalize_name(req.name)
@@ -105,7 +113,7 @@ def closure(cache: Path, image: dict) -> tuple[list[Path], dict[str, list[str]]]
                 continue
             seen.add((name, extra))
             for r in map(Requirement, reqs):
-                if r.marker is None or r.marker.evaluate({**MARKERS, "extra": extra}):
+                if applies(r, extra):
                     todo.append((r, f"{name}{f'[{extra}]' if extra else ''}"))
     return sorted(carry.values(), key=lambda p: (p.stat().st_size, p.name)), needs_from_image
 

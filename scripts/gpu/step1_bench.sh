@@ -6,7 +6,8 @@
 #   (parts stop starting new measurements at their deadlines: about 3.5 min in all, then the table).
 #   CPU rehearsal: bash scripts/gpu/step1_bench.sh --smoke   (tiny configs; OUT=runs/gpu-proof-smoke/step1)
 # Output in $OUT: gpu.json (README's table reads it as tests/benchmarks/results/gpu.json),
-# gpu-variants.json, gpu_memory.json, step1.log.
+# gpu_variants.json, gpu_memory.json, step1.log. Then, here: copy the JSON files of all three steps into
+# tests/benchmarks/results/ and run tests/benchmarks/table.py (README's table).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 STEP=step1 SMOKE=$([ "${1:-}" = "--smoke" ] && echo --smoke)
@@ -20,8 +21,8 @@ B=tests/benchmarks
   echo "== peak memory per trial (batch 16 x 512) and the largest bf16 batch"
   run_limited 100 "$PY" $B/bench_gpu_memory.py $SMOKE --json "$OUT/gpu_memory.json" --deadline-s 50 || rc=1
   echo "== speed-ups, bf16 (each against as-written; compile last: it compiles for about a minute)"
-  run_limited 150 "$PY" $B/bench_gpu.py $SMOKE --json "$OUT/gpu-variants.json" --deadline-s 90 \
+  run_limited 150 "$PY" $B/bench_gpu.py $SMOKE --json "$OUT/gpu_variants.json" --deadline-s 90 \
     --variants as-written fused-adamw pinned-prefetch fast eager-attention random-batches compile fast-compile \
     || rc=1
   exit $rc
-} 2>&1 | tee "$OUT/step1.log"
+} 2>&1 | tee "$OUT/step1.log. Then, here: cp the JSON files into tests/benchmarks/results/ and run tests/benchmarks/table.py.

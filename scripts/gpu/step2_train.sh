@@ -7,7 +7,7 @@
 #     command "bash scripts/gpu/step2_train.sh", carry [".gpu-wheels/set2"], timeout_s 240
 #   If the machine was given back in between, this exits 3 within seconds, naming the set to carry first.
 #   CPU rehearsal: bash scripts/gpu/step2_train.sh --smoke
-# Output in $OUT: step2.json, step2-train.log (the train command's output), step2.log, preflight.json.
+# Output in $OUT: gpu_train.json, step2-train.log (the train command's output), step2.log, preflight.json.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 STEP=step2 SMOKE=$([ "${1:-}" = "--smoke" ] && echo --smoke)

@@ -8,7 +8,7 @@ from each study's MLflow store: every trial FINISHED with exactly one run, how m
 of the shared study against the serial one. The serial study is skipped if it would not end within
 ``--budget-s`` (estimated as 3.5 x the shared study's wall time).
 
-Writes ``OUT/step3.json``, ``OUT/nvidia-smi.csv`` and ``OUT/step3-study.log``. ``--smoke``: on the CPU,
+Writes ``OUT/gpu_study.json``, ``OUT/nvidia-smi.csv`` and ``OUT/step3-study.log``. ``--smoke``: on the CPU,
 two trials of a tiny PLM (2 at once vs 1), one epoch, no nvidia-smi. Exit 1 if a check fails.
 """
 
@@ -39,10 +39,10 @@ class GpuSampler(threading.Thread):
         super().__init__(daemon=True)
         self.interval, self.rows, self.run_name = interval, [], ""
         self.available = shutil.which("nvidia-smi") is not None
-        self._stop, self.t0 = threading.Event(), time.monotonic()
+        self._halt, self.t0 = threading.Event(), time.monotonic()
 
     def run(self) -> None:
-        while self.available and not self._stop.is_set():
+        while self.available and not self._halt.is_set():
             try:
                 util, used, _ = subprocess.run(SMI_GPU, capture_output=True, text=True, timeout=10).stdout.split("\n")[0].split(", ")
                 apps = [line.split(", ") for line in subprocess.run(SMI_APPS, capture_output=True, text=True,
@@ -51,10 +51,10 @@ class GpuSampler(threading.Thread):
                                   len(apps), "+".join(a[1] for a in apps if len(a) > 1)))
             except (ValueError, subprocess.SubprocessError, OSError):
                 pass
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=15)
 
     def summary(self, run_name: str) -> dict:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         found += problems(report["serial"], n_trials, 1, device)
         report["serial_over_shared_wall"] = report["serial"]["wall_s"] / report["shared"]["wall_s"]
     report["problems"] = found
-    (args.out / "step3.json").write_text(json.dumps(report, indent=2, default=str))
+    (args.out / "gpu_study.json").write_text(json.dumps(report, indent=2, default=str))
     for key in ("shared", "serial"):
         r = report[key]
         if "wall_s" in r:

@@ -13,7 +13,7 @@
    loop (``bench_train_loop.plain_loop``: the same spec, data, PLM, batches and autocast in this process,
    no Ray). Goal >= 0.95.
 
-Writes ``OUT/step2.json`` (OUT: ``--out`` or $OUT). ``--smoke``: the same on the CPU in a minute (tiny
+Writes ``OUT/gpu_train.json`` (OUT: ``--out`` or $OUT). ``--smoke``: the same on the CPU in a minute (tiny
 PLM, 600 sentences, 3 epochs, fp32). Exit 1 if a check fails; the tokens/s ratio is reported, not checked.
 """
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def finish(out: Path, report: dict) -> int:
-    (out / "step2.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "gpu_train.json").write_text(json.dumps(report, indent=2, default=str))
     if "ray_vs_plain" in report:
         t = report["tokens_per_s"]
         print(f"step 2 on {report['device']}: nerlab train {report['train_wall_s']:.0f} s; test F1 logged "

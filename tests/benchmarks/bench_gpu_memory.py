@@ -99,7 +99,7 @@ def largest_batch(cfg, device, length: int, steps: int, start: int, resolution: 
         row = probe(cfg, device, mid, length, torch.bfloat16, steps)
         rows.append(row or {"batch": mid, "fits": False})
         fits, fails = (row, fails) if row else (fits, mid)
-    return {"largest_fitting": fits, "smallest_failing": fails, "probes": rows,
+    return {"largest_fitting": fits, "smallest_failing": fails, "probes": rows, "resolution": resolution,
             "complete": fails is not None and fits is not None and fails - fits["batch"] <= resolution}
 
 

@@ -98,7 +98,7 @@ def check_gpus_per_worker(gpus: float, workers: int, use_gpu: bool | None) -> No
     """What Ray and NCCL accept: a fraction in (0, 1] (trials sharing a GPU) or a whole number of GPUs,
     and a fraction only for one-worker jobs: Ray packs fractional workers of one job onto the same GPU,
     and NCCL refuses two DDP ranks on one device."""
-    if gpus <= 0:
+    if gpus < 0 or (gpus == 0 and use_gpu is not False):  # 0 only where no GPU is ever asked for
         raise ValueError(f"gpus_per_worker must be > 0, not {gpus:g} (use_gpu: false runs on CPUs)")
     if gpus > 1 and gpus != int(gpus):
         raise ValueError(f"gpus_per_worker must be a fraction in (0, 1] or a whole number, not {gpus:g}")

@@ -74,8 +74,8 @@ def last_json(text: str) -> dict:
     lines = text.splitlines()
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].startswith("{"):
-            try:
-                return json.loads("\n".join(lines[i:]))
+            try:  # raw_decode: log lines may follow the object too
+                return json.JSONDecoder().raw_decode("\n".join(lines[i:]))[0]
             except json.JSONDecodeError:
                 continue
     raise ValueError(f"no JSON object in: {text[-500:]!r}")
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="CPU rehearsal: tiny PLM, 600 sentences, 3 epochs")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu-proof")))
     p.add_argument("--work", type=Path, default=Path("/tmp/nerlab-step2"), help="job, data, PLM, MLflow store")
+    p.add_argument("--train-timeout-s", type=float, default=150.0, help="stop `nerlab train` after this long")
     args = p.parse_args(argv)
     import torch
     from mlflow.tracking import MlflowClient
@@ -149,17 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
+    log = args.out / "step2-train.log"  # streamed: a job stopped at its time limit leaves its output
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", "train", str(spec_path), "--json"],
-                          capture_output=True, text=True, env=env)
+    with log.open("w") as f:
+        try:
+            code = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", "train", str(spec_path), "--json"],
+                                  stdout=f, stderr=subprocess.STDOUT, env=env, timeout=args.train_timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
     wall = time.perf_counter() - start
-    (args.out / "step2-train.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr[-200_000:])
     report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "spec": str(spec_path),
-              "plm": built, "train_exit": proc.returncode, "train_wall_s": wall}
-    if proc.returncode != 0:
-        report["problems"] = [f"nerlab train exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"]
+              "plm": built, "train_exit": code, "train_wall_s": wall}
+    if code != 0:
+        report["problems"] = [f"nerlab train exited {code} after {wall:.0f} s: {log.read_text()[-300:]!r}"]
         return finish(args.out, report)
-    result = last_json(proc.stdout)
+    result = last_json(log.read_text())
     client = MlflowClient(f"sqlite:///{Path(spec.output) / 'mlflow.db'}")
     precision = "bfloat16" if (device == "cuda" and spec.precision == "bf16") else "fp32"
     report["result"] = result

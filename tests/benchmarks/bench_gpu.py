@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in args.variants:
             print(f"variant {v}: {asdict(VARIANTS[v])}", flush=True)
             results["variants"][v] = run(cfg, device, peak, VARIANTS[v], precisions, deadline)
+            if args.json:  # after each variant: a run stopped at its time limit keeps what it measured
+                args.json.write_text(json.dumps({**results, "wall_s": time.perf_counter() - start}, indent=2))
         print(variants_table(results))
     else:
         opts = Options(attn=args.attn, fused_adamw=args.fused_adamw, compile=args.compile,

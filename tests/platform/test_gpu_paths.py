@@ -73,6 +73,12 @@ def test_valid_gpus_per_worker(gpus, workers) -> None:
     Resources(workers=workers, gpus_per_worker=gpus, use_gpu=use)
 
 
+def test_zero_gpus_only_with_use_gpu_false() -> None:
+    Resources(gpus_per_worker=0.0, use_gpu=False)
+    with pytest.raises(ValueError, match="gpus_per_worker must be > 0"):
+        Resources(gpus_per_worker=0.0)  # auto: would ask Ray for 0 GPUs per worker on a GPU machine
+
+
 @pytest.mark.parametrize("gpus, workers, message", [
     (0.0, 1, "gpus_per_worker must be > 0"),
     (-0.5, 1, "gpus_per_worker must be > 0"),
@@ -132,3 +138,16 @@ def test_gpu_study_spec_shares_one_gpu_between_four_trials() -> None:
     assert r.trials_that_fit(ONE_GPU, gpu=True) == 4
     trials = len(spec.search.plm) * len(spec.search.losses) * len(spec.search.variance_penalty) * len(spec.search.seeds)
     assert trials == 4
+
+
+@pytest.mark.parametrize("use, gpus, want", [(True, 0.25, {"CPU": 2, "GPU": 0.25}), (True, 1.0, {"CPU": 2, "GPU": 1.0}),
+                                             (False, 0.25, {"CPU": 2})])
+def test_trainer_asks_ray_for_the_spec_gpu_share(use, gpus, want, tmp_path) -> None:
+    """What Ray Train is asked for (the trainer is only built: nothing starts)."""
+    from nerlab.platform.jobs import build_trainer
+    from nerlab.platform.train_loop import Job
+
+    spec = RunSpec(name="x", resources=Resources(use_gpu=use, gpus_per_worker=gpus, cpus_per_worker=2))
+    job = Job(spec=spec, train="t", val="v", test=None, plm="p", tracking_uri="sqlite:///x.db", run_id="r")
+    scaling = build_trainer(job, str(tmp_path), "n").scaling_config
+    assert scaling.use_gpu is use and scaling.num_workers == 1 and scaling.resources_per_worker == want

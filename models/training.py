@@ -103,11 +103,13 @@ def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> tor
     """Loss of every task on a batch: K type heads, then the flat head if the model has one. (tasks,)"""
     if getattr(model, "module", model).config.reference:  # DDP wraps the tagger in .module
         return reference_task_losses(model, batch, loss, device)
-    mask = batch["label_mask"].to(device)
-    heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
-    losses = combined(heads, batch["head_targets"].to(device)[mask], None, loss)  # (K,)
+    # non_blocking: asynchronous copies from pinned batches; a plain (pageable) batch copies as before.
+    mask = batch["label_mask"].to(device, non_blocking=True)
+    heads, flat = model(batch["input_ids"].to(device, non_blocking=True),
+                        batch["attention_mask"].to(device, non_blocking=True), mask)
+    losses = combined(heads, batch["head_targets"].to(device, non_blocking=True)[mask], None, loss)  # (K,)
     if flat is not None:
-        flat_target = batch["flat_targets"].to(device)[mask]
+        flat_target = batch["flat_targets"].to(device, non_blocking=True)[mask]
         losses = torch.cat([losses, combined(flat.unsqueeze(1), flat_target.unsqueeze(1), None, loss)])
     return losses
 
@@ -123,14 +125,14 @@ def reference_task_losses(model, batch: dict, loss: LossSpec, device: torch.devi
     return combined(heads.flatten(0, 1), target.flatten(0, 1), None, loss)  # (B*T, K, 4): the reference's view
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    """AdamW without weight decay on biases and LayerNorm, linear schedule."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, fused: bool | None = None):
+    """AdamW without weight decay on biases and LayerNorm, linear schedule (``fused``: one kernel per step)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, fused=fused)
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total_steps), max(total_steps, 1))
     return opt, sched
 

@@ -82,7 +82,8 @@ def local_capacity() -> dict[str, float]:
     return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
 
 
-def check_fits(resources, overhead_cpus: float, address: str | None, where: str) -> None:
+def check_fits(resources, overhead_cpus: float, address: str | None, where: str,
+               have: dict[str, float] | None = None) -> None:
     """Refuse, before anything starts, a job whose workers the local machine can never hold at once.
 
     Ray Train would otherwise wait for the placement group and fail the job (every trial of a study) a
@@ -90,7 +91,7 @@ def check_fits(resources, overhead_cpus: float, address: str | None, where: str)
     """
     if address or os.environ.get("RAY_ADDRESS"):
         return
-    have = local_capacity()
+    have = local_capacity() if have is None else have
     gpu = resources.use_gpu if resources.use_gpu is not None else have.get("GPU", 0) >= 1
     need = {"CPU": resources.workers * resources.cpus_per_worker + overhead_cpus}
     if gpu:

@@ -92,6 +92,19 @@ class ModelSpec(TaggerConfig):
         return TaggerConfig(**{**{f.name: getattr(self, f.name) for f in fields(TaggerConfig)}, "plm": plm})
 
 
+def check_gpus_per_worker(gpus: float, workers: int, use_gpu: bool | None) -> None:
+    """What Ray and NCCL accept: a fraction in (0, 1] (trials sharing a GPU) or a whole number of GPUs,
+    and a fraction only for one-worker jobs: Ray packs fractional workers of one job onto the same GPU,
+    and NCCL refuses two DDP ranks on one device."""
+    if gpus < 0 or (gpus == 0 and use_gpu is not False):  # 0 only where no GPU is ever asked for
+        raise ValueError(f"gpus_per_worker must be > 0, not {gpus:g} (use_gpu: false runs on CPUs)")
+    if gpus > 1 and gpus != int(gpus):
+        raise ValueError(f"gpus_per_worker must be a fraction in (0, 1] or a whole number, not {gpus:g}")
+    if gpus < 1 and workers > 1 and use_gpu is not False:
+        raise ValueError(f"gpus_per_worker {gpus:g} with {workers} workers: the workers of one job would share "
+                         f"a GPU, which NCCL refuses; use 1 worker per job (trials may share a GPU) or whole GPUs")
+
+
 @dataclass(frozen=True)
 class Resources:
     workers: int = 1  # DDP workers of one job
@@ -105,6 +118,7 @@ class Resources:
             raise ValueError(f"workers must be >= 1, not {self.workers}")
         if self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be > 0, not {self.cpus_per_worker}")
+        check_gpus_per_worker(self.gpus_per_worker, self.workers, self.use_gpu)
 
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")

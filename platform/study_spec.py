@@ -6,14 +6,15 @@ A study holds the fields of a run spec that every trial shares (task, data, mode
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nerlab.losses import PENALTIES, PER_HEAD_LOSSES, PRESETS
 from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
-    SMOKE_DATA, SMOKE_PLM, DataSpec, LossConfig, ModelSpec, Resources, RunSpec, SynthData, Tracking, check_plm,
-    check_reference, check_shared, resolve_paths, smoke_model_train, smoke_plm,
+    SMOKE_DATA, SMOKE_PLM, DataSpec, LossConfig, ModelSpec, Resources, RunSpec, SynthData, Tracking,
+    check_gpus_per_worker, check_plm, check_reference, check_shared, resolve_paths, smoke_model_train, smoke_plm,
 )
 from nerlab.platform.typed import from_dict, load_yaml, to_dict
 
@@ -135,6 +136,15 @@ class StudyResources:
             raise ValueError("resources: workers_per_trial and max_concurrent must be >= 1")
         if self.cpus_per_worker <= 0 or self.trial_cpus < 0:
             raise ValueError("resources: cpus_per_worker must be > 0 and trial_cpus >= 0")
+        check_gpus_per_worker(self.gpus_per_worker, self.workers_per_trial, self.use_gpu)
+
+    def trials_that_fit(self, have: dict[str, float], gpu: bool) -> int:
+        """Trials that can run at once on ``have`` ({"CPU": n, "GPU": m}): each holds ``trial_cpus`` plus its
+        workers' CPUs, and their GPUs when ``gpu`` (4 trials of 1 worker x 0.25 GPU share one GPU)."""
+        need = {"CPU": self.trial_cpus + self.workers_per_trial * self.cpus_per_worker}
+        if gpu:
+            need["GPU"] = self.workers_per_trial * self.gpus_per_worker
+        return min(math.floor(have.get(kind, 0.0) / amount + 1e-9) for kind, amount in need.items())
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ if [ "${1:-}" = "--smoke" ]; then
   python $B/bench_study.py --smoke --json "$R/study.json"
   python $B/bench_seed_recipe.py --smoke --json "$R/seed_recipe.json"
   python $B/bench_gpu.py --smoke --json "$R/gpu-smoke.json"
+  python $B/bench_gpu_memory.py --smoke --json "$R/gpu-memory-smoke.json"
   python $B/table.py --results "$R" --print
   exit 0
 fi
@@ -25,5 +26,8 @@ python $B/bench_study.py --json "$R/study.json"
 python $B/bench_seed_recipe.py --json "$R/seed_recipe.json"
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   python $B/bench_gpu.py --json "$R/gpu.json"
+  python $B/bench_gpu.py --variants as-written fused-adamw pinned-prefetch fast eager-attention random-batches \
+    compile fast-compile --json "$R/gpu_variants.json"
+  python $B/bench_gpu_memory.py --json "$R/gpu_memory.json"
 fi
 python $B/table.py

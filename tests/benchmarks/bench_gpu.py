@@ -15,7 +15,16 @@ fp32 runs with TF32 off, as the reference system's loop did; bf16 runs under ``t
 JSON also gives the figure with all parameters). Peaks assumed (dense, no sparsity): H100/H200 SXM 989,
 H100 NVL 835, H100 PCIe 756, A100 312 TFLOP/s; ``--peak-tflops`` overrides.
 
-Usage: ``python tests/benchmarks/bench_gpu.py [--json PATH] [--batch-sizes 16 64] [--steps 100]``;
+Speed-ups, each a setting so the GPU run can measure what it buys (``--variants`` runs several in one
+process, bf16 only unless ``--precisions`` says otherwise; ``VARIANTS`` below names them):
+``--attn eager|sdpa`` (transformers' default is sdpa), ``--fused-adamw`` (one AdamW kernel per step),
+``--compile`` (``torch.compile`` of the encoder, dynamic shapes), ``--pin-memory`` (batches in page-locked
+memory, copied asynchronously), ``--prefetch N`` (batches collated N ahead on a background thread),
+``--batching random`` (no length bucketing, to see what bucketing buys). None changes the numerics except
+``--compile`` (kernel fusion reorders float operations).
+
+Usage: ``python tests/benchmarks/bench_gpu.py [--json PATH] [--batch-sizes 16 64] [--steps 100]
+[--variants as-written fused-adamw ...] [--deadline-s S]``;
 ``--smoke`` runs a tiny config on the CPU in seconds (checks the script, measures nothing useful).
 Without a CUDA device and without ``--smoke`` it exits with status 2 and says so.
 """
@@ -25,9 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import queue
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +68,30 @@ class Config:
 SMOKE = Config(layers=2, hidden=64, heads=2, vocab=1000, batch_sizes=(8,), warmup_steps=2, steps=4)
 
 
+@dataclass(frozen=True)
+class Options:
+    """How the loop runs; the defaults are the seed's loop as nerlab runs it (``as-written``)."""
+
+    attn: str = "sdpa"  # transformers' default for BERT; "eager" is the unfused softmax(QK^T)V
+    fused_adamw: bool = False  # torch.optim.AdamW(fused=True): one kernel for all parameters
+    compile: bool = False  # torch.compile(encoder, dynamic=True); reorders float operations
+    pin_memory: bool = False  # page-locked batches, copied with non_blocking=True (GPU only)
+    prefetch: int = 0  # collate this many batches ahead on a background thread
+    batching: str = "bucketed"  # "random": no length bucketing (more padding)
+
+
+VARIANTS = {
+    "as-written": Options(),
+    "eager-attention": Options(attn="eager"),
+    "fused-adamw": Options(fused_adamw=True),
+    "pinned-prefetch": Options(pin_memory=True, prefetch=2),
+    "random-batches": Options(batching="random"),
+    "compile": Options(compile=True),
+    "fast": Options(fused_adamw=True, pin_memory=True, prefetch=2),
+    "fast-compile": Options(fused_adamw=True, pin_memory=True, prefetch=2, compile=True),
+}
+
+
 def peak_tflops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name), None)
 
@@ -79,7 +114,7 @@ def synthetic_windows(n: int, cfg: Config, schema, rng: np.random.Generator):
     return windows
 
 
-def build_model(cfg: Config, device: torch.device):
+def build_model(cfg: Config, device: torch.device, attn: str = "sdpa"):
     from transformers import BertConfig, BertModel
 
     from nerlab.models.schema import LabelSchema
@@ -87,7 +122,7 @@ def build_model(cfg: Config, device: torch.device):
 
     torch.manual_seed(cfg.seed)
     bert = BertConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-                      num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden, pad_token_id=0)
+                      num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden, pad_token_id=0, attn_implementation=attn)
     model = MultiTaskTagger(BertModel(bert, add_pooling_layer=False), LabelSchema.wojood("nested"),
                             TaggerConfig(plm="random-bert", dropout=0.1))
     return model.to(device)
@@ -100,33 +135,70 @@ def param_counts(model) -> tuple[int, int]:
     return total, total - embeddings
 
 
-def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dtype | None) -> dict:
+def prefetched(batches, depth: int):
+    """Yield ``batches`` collated up to ``depth`` ahead by a background thread (exceptions re-raised here)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for b in batches:
+                q.put(b)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001
+            q.put(e)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def batch_stream(windows, order, num_heads: int, opts: Options, device: torch.device):
+    from nerlab.models.encoding import iter_batches
+
+    batches = (b for _, b in iter_batches(windows, order, 0, num_heads))
+    if opts.pin_memory and device.type == "cuda":
+        batches = ({k: v.pin_memory() for k, v in b.items()} for b in batches)
+    return prefetched(batches, opts.prefetch) if opts.prefetch else batches
+
+
+def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dtype | None,
+            opts: Options = Options()) -> dict:
     """Warm up, then time ``cfg.steps`` steps of the real training loop; tokens are non-padding sub-words."""
     from nerlab.losses import PRESETS, LossSpec
-    from nerlab.models.encoding import bucketed_batches, iter_batches
+    from nerlab.models.encoding import bucketed_batches, random_batches
     from nerlab.models.training import TrainConfig, make_optimizer, train_epoch
 
-    model = build_model(cfg, device)
+    model = build_model(cfg, device, opts.attn)
+    total, dense = param_counts(model)
     rng = np.random.default_rng(cfg.seed)
     windows = synthetic_windows(batch_size * (cfg.warmup_steps + cfg.steps), cfg, model.schema, rng)
-    order = bucketed_batches([len(w) for w in windows], batch_size, cfg.seed)
+    order = (bucketed_batches([len(w) for w in windows], batch_size, cfg.seed) if opts.batching == "bucketed"
+             else random_batches(len(windows), batch_size, cfg.seed))
     train_cfg = TrainConfig(batch_size=batch_size, variance_penalty=cfg.variance_penalty, seed=cfg.seed)
-    opt, sched = make_optimizer(model, train_cfg, len(order))
+    opt, sched = make_optimizer(model, train_cfg, len(order), fused=opts.fused_adamw or None)
     loss = LossSpec(weights=dict(PRESETS["unified"]))
+    if opts.compile:
+        model.encoder = torch.compile(model.encoder, dynamic=True)
 
     def run(batches):
-        return train_epoch(model, (b for _, b in iter_batches(windows, batches, 0, model.schema.num_heads)),
+        return train_epoch(model, batch_stream(windows, batches, model.schema.num_heads, opts, device),
                            opt, sched, loss, train_cfg, device, dtype)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    run(order[:cfg.warmup_steps])  # kernels chosen, allocator warm
+    warm = time.perf_counter()
+    run(order[:cfg.warmup_steps])  # kernels chosen (compiled), allocator warm
+    warmup_s = time.perf_counter() - warm
     stats = run(order[cfg.warmup_steps:])
-    total, dense = param_counts(model)
     tokens_per_s = stats.tokens / stats.seconds
+    padded = sum(len(b) * max(len(windows[i]) for i in b) for b in order[cfg.warmup_steps:])
     return {
         "precision": "bf16" if dtype is torch.bfloat16 else "fp32", "batch_size": batch_size,
         "steps": stats.steps, "tokens": stats.tokens, "seconds": stats.seconds, "tokens_per_s": tokens_per_s,
+        "warmup_s": warmup_s, "padding_efficiency": stats.tokens / padded,
         "loss": stats.loss, "params": total, "dense_params": dense,
         "model_tflops": 6 * dense * tokens_per_s / 1e12,
         "model_tflops_all_params": 6 * total * tokens_per_s / 1e12,
@@ -134,23 +206,32 @@ def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dty
     }
 
 
-def run(cfg: Config, device: torch.device, peak: float | None) -> dict:
+PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
+
+
+def run(cfg: Config, device: torch.device, peak: float | None, opts: Options = Options(),
+        precisions: tuple[str, ...] = ("bf16", "fp32"), deadline: float | None = None) -> dict:
     # fp32 means true fp32 (the reference system's loop); the bf16 runs keep the same setting for what stays in fp32.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    rows = []
+    rows, skipped = [], []
     for batch_size in cfg.batch_sizes:
-        for dtype in (torch.bfloat16, None):
-            row = measure(cfg, device, batch_size, dtype)
+        for precision in precisions:
+            if deadline is not None and time.monotonic() > deadline:
+                skipped.append({"batch_size": batch_size, "precision": precision, "why": "deadline"})
+                continue
+            row = measure(cfg, device, batch_size, PRECISIONS[precision], opts)
             if peak:
                 row["mfu"] = row["model_tflops"] / peak
                 row["mfu_all_params"] = row["model_tflops_all_params"] / peak
             rows.append(row)
+            print(f"  {precision} batch {batch_size}: {row['tokens_per_s']:.0f} tokens/s", flush=True)
     by = {(r["batch_size"], r["precision"]): r["tokens_per_s"] for r in rows}
-    speedup = {str(b): by[(b, "bf16")] / by[(b, "fp32")] for b in cfg.batch_sizes}
+    speedup = {str(b): by[(b, "bf16")] / by[(b, "fp32")] for b in cfg.batch_sizes
+               if (b, "bf16") in by and (b, "fp32") in by}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"device": name, "peak_bf16_tflops": peak, "config": asdict(cfg), "torch": torch.__version__,
-            "rows": rows, "bf16_speedup": speedup}
+    return {"device": name, "peak_bf16_tflops": peak, "config": asdict(cfg), "options": asdict(opts),
+            "torch": torch.__version__, "rows": rows, "bf16_speedup": speedup, "skipped": skipped}
 
 
 def table(r: dict) -> str:
@@ -166,7 +247,10 @@ def table(r: dict) -> str:
         lines.append(f"{row['precision']:<9} {row['batch_size']:>5} {row['tokens_per_s']:>10.0f} "
                      f"{row['model_tflops']:>8.1f} {mfu:>6} {mem:>8}")
     speedups = ", ".join(f"batch {b}: {s:.2f}x" for b, s in r["bf16_speedup"].items())
-    lines.append(f"bf16 / fp32 tokens/s: {speedups}")
+    if speedups:
+        lines.append(f"bf16 / fp32 tokens/s: {speedups}")
+    if r.get("skipped"):
+        lines.append(f"skipped (past the deadline): {r['skipped']}")
     return "\n".join(lines)
 
 
@@ -176,13 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 16 (the reference system's) and 64")
     p.add_argument("--steps", type=int, help="timed steps per measurement (default 100)")
+    p.add_argument("--warmup-steps", type=int, help="untimed steps first (default 20)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if not H100/H200/A100")
+    p.add_argument("--precisions", nargs="+", choices=list(PRECISIONS),
+                   help="default: bf16 and fp32; with --variants: bf16")
+    p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    p.add_argument("--fused-adamw", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder (changes numerics)")
+    p.add_argument("--pin-memory", action="store_true", help="page-locked batches, asynchronous copies")
+    p.add_argument("--prefetch", type=int, default=0, help="batches collated ahead on a background thread")
+    p.add_argument("--batching", choices=["bucketed", "random"], default="bucketed")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="run these named option sets (instead of the flags above), one after another")
+    p.add_argument("--deadline-s", type=float, help="start no measurement after this many seconds")
     args = p.parse_args(argv)
     cfg = SMOKE if args.smoke else Config()
-    if args.batch_sizes:
-        cfg = Config(**{**asdict(cfg), "batch_sizes": tuple(args.batch_sizes)})
-    if args.steps:
-        cfg = Config(**{**asdict(cfg), "steps": args.steps})
+    for key in ("batch_sizes", "steps", "warmup_steps"):
+        if getattr(args, key):
+            value = getattr(args, key)
+            cfg = replace(cfg, **{key: tuple(value) if isinstance(value, list) else value})
     if args.smoke:
         device = torch.device("cpu")
     elif torch.cuda.is_available():
@@ -197,12 +293,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_gpu: unknown peak for {name}: give --peak-tflops for MFU",
               file=sys.stderr)
     start = time.perf_counter()
-    results = run(cfg, device, peak)
+    deadline = time.monotonic() + args.deadline_s if args.deadline_s else None
+    if args.variants:
+        precisions = tuple(args.precisions or ("bf16",))
+        results = {"device": name, "peak_bf16_tflops": peak, "torch": torch.__version__, "variants": {}}
+        for v in args.variants:
+            print(f"variant {v}: {asdict(VARIANTS[v])}", flush=True)
+            results["variants"][v] = run(cfg, device, peak, VARIANTS[v], precisions, deadline)
+            if args.json:  # after each variant: a run stopped at its time limit keeps what it measured
+                args.json.write_text(json.dumps({**results, "wall_s": time.perf_counter() - start}, indent=2))
+        print(variants_table(results))
+    else:
+        opts = Options(attn=args.attn, fused_adamw=args.fused_adamw, compile=args.compile,
+                       pin_memory=args.pin_memory, prefetch=args.prefetch, batching=args.batching)
+        results = run(cfg, device, peak, opts, tuple(args.precisions or PRECISIONS), deadline)
+        print(table(results))
     results["wall_s"] = time.perf_counter() - start
-    print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def variants_table(r: dict) -> str:
+    """tokens/s and MFU per variant and batch size, and each variant's speed-up over ``as-written``."""
+    base = {(row["batch_size"], row["precision"]): row["tokens_per_s"]
+            for row in r["variants"].get("as-written", {}).get("rows", [])}
+    lines = [f"{r['device']}: {'variant':<16} {'prec':<5} {'batch':>5} {'tokens/s':>10} {'MFU':>6} "
+             f"{'vs as-written':>13} {'mem GiB':>8}"]
+    for name, v in r["variants"].items():
+        for row in v["rows"]:
+            b = base.get((row["batch_size"], row["precision"]))
+            mfu = f"{row['mfu']:.1%}" if "mfu" in row else "n/a"
+            mem = f"{row['max_memory_gib']:.1f}" if row["max_memory_gib"] is not None else "n/a"
+            vs = f"{row['tokens_per_s'] / b:.2f}x" if b else "-"
+            lines.append(f"{'':<{len(r['device'])}}  {name:<16} {row['precision']:<5} {row['batch_size']:>5} "
+                         f"{row['tokens_per_s']:>10.0f} {mfu:>6} {vs:>13} {mem:>8}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -80,11 +80,14 @@ def write_spec(out: Path, name: str, data: Path, plm: Path, setup: Setup, epochs
     return path
 
 
-def plain_loop(spec_path: Path, threads: int) -> list[float]:
+def plain_loop(spec_path: Path, threads: int, device: str = "cpu", train_file: str | None = None,
+               plm: str | None = None) -> list[float]:
     """Tokens/s per epoch of the worker loop's training part, in this process, without Ray.
 
-    Same model, data, optimiser, schedule and batches (the same seeds and sharding for one worker) as
-    platform/train_loop.py, so the two differ only in what Ray adds around them.
+    Same model, data, optimiser, schedule, batches (the same seeds and sharding for one worker) and
+    precision (autocast as the spec's ``precision`` gives on ``device``) as platform/train_loop.py, so the
+    two differ only in what Ray adds around them. ``train_file``/``plm``: the prepared files of a spec
+    whose data is synthetic or whose PLM is built on the fly.
     """
     import torch
     from transformers import AutoTokenizer
@@ -95,26 +98,30 @@ def plain_loop(spec_path: Path, threads: int) -> list[float]:
     from nerlab.models.training import make_optimizer, seed_everything, train_epoch
     from nerlab.models.wojood import read_file
     from nerlab.platform.run_spec import load_run_spec
+    from nerlab.platform.train_loop import _autocast_dtype
 
     spec = load_run_spec(spec_path)
-    cfg, plm = spec.train, spec.model.plm
+    cfg, plm = spec.train, plm or spec.model.plm
+    device = torch.device(device)
+    dtype = _autocast_dtype(spec.precision, device)
     torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(plm)
     schema = LabelSchema.wojood(spec.task)
-    windows = encode(read_file(spec.data.train, task=spec.task), tokenizer, schema, spec.model.max_length)
+    windows = encode(read_file(train_file or spec.data.train, task=spec.task), tokenizer, schema,
+                     spec.model.max_length)
     tagger = TaggerConfig(plm=plm, dropout=spec.model.dropout, max_length=spec.model.max_length)
-    model = MultiTaskTagger.from_plm(plm, schema, tagger)
+    model = MultiTaskTagger.from_plm(plm, schema, tagger).to(device)
     lengths = [len(w) for w in windows]
     steps = len(shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed, cfg.bucket_batches), 0, 1, even=True))
     opt, sched = make_optimizer(model, cfg, steps * cfg.epochs)
-    loss, device, out = spec.loss.to_loss_spec(), torch.device("cpu"), []
+    loss, out = spec.loss.to_loss_spec(), []
     for epoch in range(1, cfg.epochs + 1):
         seed_everything(cfg.seed + epoch)
         order = shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches), 0, 1,
                       even=True)
         batches = (b for _, b in iter_batches(windows, order, tokenizer.pad_token_id, schema.num_heads))
-        stats = train_epoch(model, batches, opt, sched, loss, cfg, device)
+        stats = train_epoch(model, batches, opt, sched, loss, cfg, device, dtype)
         out.append(stats.tokens / stats.seconds)
     return out
 

@@ -85,16 +85,66 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                     f"{t['masked']['ratio_from_loss']:.3f}x, {t['reference']['ratio_from_loss']:.3f}x)",
                     "unified-seed over unified, same batches and weights, fastest of interleaved epochs; "
                     "the loss's own forward + backward added to an epoch (`bench_seed_recipe.py`)"))
+    out += gpu_rows(folder)
+    return out
+
+
+GPU_PLAN = {  # figure file -> what it will hold; scripts/gpu/step*.sh write them on one H200
+    "gpu": "bench_gpu.py: tokens/s of a bert-base-sized tagger, bf16 autocast vs fp32 (TF32 off), MFU = 6 x "
+           "non-embedding params x tokens/s / dense bf16 peak, batch 16 and 64 (goals: bf16 >= 2.5x, MFU >= 45%)",
+    "gpu_variants": "bench_gpu.py --variants: what SDPA, fused AdamW, torch.compile, pinned + prefetched "
+                    "batches and bucketing each buy",
+    "gpu_memory": "bench_gpu_memory.py: peak memory of a trial at batch 16 x 512, largest bf16 batch",
+    "gpu_train": "scripts/gpu/train_check.py: `nerlab train` on 1 GPU worker (nccl, bf16), Ray loop vs plain loop "
+                 "tokens/s (goal >= 0.95)",
+    "gpu_study": "scripts/gpu/study_check.py: 4 trials sharing one GPU (0.25 each) vs the same trials in turn",
+}
+
+
+def gpu_rows(folder: Path) -> list[tuple[str, str, str]]:
+    out: list[tuple[str, str, str]] = []
     g = load(folder, "gpu")
     if g:
         for row in g["rows"]:
             mfu = f", MFU {row['mfu']:.1%}" if "mfu" in row else ""
             out.append((f"bert-base tagger on {g['device']}, {row['precision']}, batch {row['batch_size']}",
                         f"{row['tokens_per_s']:.0f} tok/s{mfu}", "`bench_gpu.py`"))
-    else:
-        out.append(("GPU plan (not measured yet)", "run `bench_gpu.py` on one H100",
-                    "tokens/s of a bert-base-sized tagger with bf16 autocast vs the reference system's fp32 loop (TF32 off), "
-                    "and model FLOPs utilisation = 6 x non-embedding params x tokens/s / dense bf16 peak"))
+    v = load(folder, "gpu_variants")
+    if v:
+        base = {(r["batch_size"], r["precision"]): r["tokens_per_s"] for r in v["variants"]["as-written"]["rows"]}
+        for name, res in v["variants"].items():
+            cells = [f"batch {r['batch_size']}: {r['tokens_per_s'] / base[(r['batch_size'], r['precision'])]:.2f}x"
+                     + (f" (MFU {r['mfu']:.1%})" if "mfu" in r else "")
+                     for r in res["rows"] if (r["batch_size"], r["precision"]) in base]
+            if name != "as-written" and cells:
+                out.append((f"speed-up `{name}` ({res['rows'][0]['precision']})", ", ".join(cells),
+                            f"tokens/s over as-written, same process (`bench_gpu.py --variants`, {v['device']})"))
+    m = load(folder, "gpu_memory")
+    if m:
+        seed = m["seed_settings"]
+        cells = [f"{p} out of memory" if r is None else f"{p} {r['peak_allocated_gib']:.1f} GiB"
+                 if "peak_allocated_gib" in r else f"{p} n/a (no GPU)" for p, r in seed.items()]
+        best = m["bf16_largest_batch"]["largest_fitting"]
+        out.append((f"GPU memory of a trial, batch {m['seed_batch']} x {m['length']}", ", ".join(cells),
+                    f"peak allocated over 3 training steps (`bench_gpu_memory.py`, {m['device']})"))
+        out.append((f"largest bf16 batch x {m['length']}", str(best["batch"]) if best else "none",
+                    f"doubling then bisection to {m['bf16_largest_batch'].get('resolution', 16)} (`bench_gpu_memory.py`)"))
+    t = load(folder, "gpu_train")
+    if t and "ray_vs_plain" in t:
+        ok = "MLflow run complete, saved model scores the logged F1" if not t["problems"] else f"problems: {t['problems']}"
+        out.append((f"Ray Train loop vs plain loop on {t['device']} (bf16, 1 worker, nccl)",
+                    f"**{t['ray_vs_plain']:.3f}x** (target >= 0.95)", f"{ok} (`scripts/gpu/train_check.py`)"))
+    s = load(folder, "gpu_study")
+    if s and "serial_over_shared_wall" in s:
+        gpu = s["shared"]["gpu"]
+        out.append(("4 trials sharing one GPU (0.25 each) vs in turn",
+                    f"**{s['serial_over_shared_wall']:.2f}x** faster; {s['shared'].get('max_concurrent_trials')} at once",
+                    f"study wall times; GPU peak {gpu.get('peak_memory_mib', 0) / 1024:.1f} GiB, mean utilisation "
+                    f"{gpu.get('mean_util_while_busy', 0):.0f}% (`scripts/gpu/study_check.py`)"))
+    missing = [text for name, text in GPU_PLAN.items() if not load(folder, name)]
+    if missing:
+        out.append(("GPU figures not measured yet", "run `scripts/gpu/step{1,2,3}*.sh` on one H200",
+                    "; ".join(missing)))
     return out
 
 

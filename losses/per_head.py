@@ -157,7 +157,7 @@ PRESETS: dict[str, dict[str, float]] = {
 
 
 @dataclass(frozen=True)
-class LossSpec:
+class LossConfig:
     """Which per-head losses to sum, with what weights and hyper-parameters."""
 
     weights: dict[str, float] = field(default_factory=lambda: dict(PRESETS["ce"]))
@@ -172,7 +172,7 @@ class LossSpec:
         self.validate()
 
     @classmethod
-    def preset(cls, name: str, **kwargs: float) -> "LossSpec":
+    def preset(cls, name: str, **kwargs: float) -> "LossConfig":
         if name not in PRESETS:
             raise ValueError(f"unknown loss preset {name!r}; allowed: {sorted(PRESETS)}")
         return cls(weights=dict(PRESETS[name]), **kwargs)
@@ -204,7 +204,7 @@ class LossSpec:
 
 
 def combined(
-    logits: Tensor, target: Tensor, mask: Optional[Tensor], spec: LossSpec
+    logits: Tensor, target: Tensor, mask: Optional[Tensor], spec: LossConfig
 ) -> Tensor:
     """Weighted sum of the losses named in ``spec``, per head: shape (K,)."""
     terms = [

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from nerlab.losses import LossSpec, combined, multitask_loss
+from nerlab.losses import LossConfig, combined, multitask_loss
 from nerlab.models.encoding import Window, bucketed_batches, eval_batches, iter_batches, random_batches
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import PAD_CLASS
@@ -99,7 +99,7 @@ def train_batches(lengths: Sequence[int], cfg: TrainConfig, seed: int) -> list[l
     return bucketed_batches(lengths, cfg.batch_size, seed, cfg.bucket_batches)
 
 
-def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> torch.Tensor:
+def task_losses(model, batch: dict, loss: LossConfig, device: torch.device) -> torch.Tensor:
     """Loss of every task on a batch: K type heads, then the flat head if the model has one. (tasks,)"""
     if getattr(model, "module", model).config.reference:  # DDP wraps the tagger in .module
         return reference_task_losses(model, batch, loss, device)
@@ -114,7 +114,7 @@ def task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> tor
     return losses
 
 
-def reference_task_losses(model, batch: dict, loss: LossSpec, device: torch.device) -> torch.Tensor:
+def reference_task_losses(model, batch: dict, loss: LossConfig, device: torch.device) -> torch.Tensor:
     """The reference system's normalisation (reproduction only): every position of the padded batch is in every head's
     loss; a word's first sub-word has the word's class, later sub-words, [CLS], [SEP] (and a long sentence's
     context words) are O, padding is <pad>. The model ignores the attention mask in this mode. (K,)"""
@@ -151,7 +151,7 @@ class EpochStats:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg: TrainConfig,
+def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossConfig, cfg: TrainConfig,
                 device: torch.device, autocast_dtype=None, step_hook: Callable[[int], None] | None = None,
                 scaler: torch.amp.GradScaler | None = None) -> EpochStats:
     """One pass over ``batches``; returns mean loss, mean penalty and mean per-task losses.
@@ -201,7 +201,7 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossSpec, cfg:
 
 
 @torch.no_grad()
-def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, loss: LossSpec, cfg: TrainConfig,
+def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, loss: LossConfig, cfg: TrainConfig,
              device: torch.device, autocast_dtype=None) -> tuple[float, int]:
     """Summed multi-task loss over the windows' batches, and the batch count.
 
@@ -227,7 +227,7 @@ def evaluate(model, sentences: Sequence[Sentence], windows: Sequence[Window], ta
 
 
 def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sentence], val: Sequence[Window],
-        cfg: TrainConfig, loss: LossSpec, task: str, device: str | torch.device = "cpu",
+        cfg: TrainConfig, loss: LossConfig, task: str, device: str | torch.device = "cpu",
         log: Callable[[int, EpochStats, Report], None] | None = None) -> list[dict]:
     """Single-process training with early stopping on ``cfg.select_by``; restores the best epoch's weights."""
     device = torch.device(device)

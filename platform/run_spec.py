@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from nerlab.losses import PRESETS, LossSpec
+from nerlab.losses import PRESETS, LossConfig
 from nerlab.models.tagger import TaggerConfig
 from nerlab.models.training import TrainConfig
 from nerlab.models.wojood import TASKS
@@ -49,7 +49,7 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossSpec:
     preset: str | None = "unified"  # ce | unified | unified-seed (with IRM) | dice | focal | tversky
     weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}; irm: the IRMv1 penalty
     tversky_alpha: float = 0.5
@@ -60,7 +60,7 @@ class LossConfig:
         if self.weights is None and self.preset not in PRESETS:
             raise ValueError(f"preset: unknown loss preset {self.preset!r} (allowed: {', '.join(PRESETS)})")
         try:
-            self.to_loss_spec()  # validates names, weights and hyper-parameters
+            self.to_loss_config()  # validates names, weights and hyper-parameters
         except ValueError as e:
             weights_wrong = self.weights is not None and any(w in str(e) for w in ("weight", "loss name"))
             raise ValueError(f"weights: {e}" if weights_wrong else str(e)) from None
@@ -71,9 +71,9 @@ class LossConfig:
             return self.preset
         return "+".join(f"{w:g}{k}" for k, w in self.weights.items() if w)
 
-    def to_loss_spec(self) -> LossSpec:
+    def to_loss_config(self) -> LossConfig:
         weights = dict(self.weights) if self.weights is not None else dict(PRESETS[self.preset])
-        return LossSpec(weights=weights, tversky_alpha=self.tversky_alpha, tversky_beta=self.tversky_beta,
+        return LossConfig(weights=weights, tversky_alpha=self.tversky_alpha, tversky_beta=self.tversky_beta,
                         focal_gamma=self.focal_gamma)
 
 
@@ -148,7 +148,7 @@ class RunSpec:
     task: str = "nested"
     data: DataSpec = field(default_factory=lambda: DataSpec(synth=SynthData()))
     model: ModelSpec = field(default_factory=ModelSpec)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossSpec = field(default_factory=LossSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: Resources = field(default_factory=Resources)
     tracking: Tracking = field(default_factory=Tracking)

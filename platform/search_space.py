@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from ray import tune
 
-from nerlab.platform.run_spec import LossConfig, RunSpec
+from nerlab.platform.run_spec import LossSpec, RunSpec
 from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec
 
 
@@ -47,11 +47,11 @@ def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec
     """The run spec of one trial (the study's shared settings plus its point) and its loss name."""
     base = spec.base_run()
     if "loss" in point:
-        loss = LossConfig(preset=None, weights=spec.search.losses[point["loss"]])
+        loss = LossSpec(preset=None, weights=spec.search.losses[point["loss"]])
         loss_name = point["loss"]
     else:
         weights = {k[len("loss_w_"):]: float(v) for k, v in point.items() if k.startswith("loss_w_")}
-        loss, loss_name = LossConfig(preset=None, weights=weights), "+".join(f"{w:.2f}{k}" for k, w in weights.items())
+        loss, loss_name = LossSpec(preset=None, weights=weights), "+".join(f"{w:.2f}{k}" for k, w in weights.items())
     loss = replace(loss, **{k: float(point[k]) for k in ("focal_gamma", "tversky_alpha", "tversky_beta") if k in point})
     train = replace(base.train, variance_penalty=float(point["variance_penalty"]), seed=int(point["seed"]),
                     **{k: point[k] for k in ("lr", "batch_size") if k in point})

@@ -13,7 +13,7 @@ from pathlib import Path
 from nerlab.losses import PENALTIES, PER_HEAD_LOSSES, PRESETS
 from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
-    SMOKE_DATA, SMOKE_PLM, DataSpec, LossConfig, ModelSpec, Resources, RunSpec, SynthData, Tracking,
+    SMOKE_DATA, SMOKE_PLM, DataSpec, LossSpec, ModelSpec, Resources, RunSpec, SynthData, Tracking,
     check_gpus_per_worker, check_plm, check_reference, check_shared, resolve_paths, smoke_model_train, smoke_plm,
 )
 from nerlab.platform.typed import from_dict, load_yaml, to_dict
@@ -50,7 +50,7 @@ class Search:
             raise ValueError(f"search.num_samples must be >= 1, not {self.num_samples}")
         for name, weights in self.losses.items():
             try:
-                LossConfig(preset=None, weights=weights)  # validates names and weights
+                LossSpec(preset=None, weights=weights)  # validates names and weights
             except ValueError as e:
                 raise ValueError(f"search.loss.{name}: {str(e).removeprefix('weights: ')}") from None
         if self.loss_weights is not None and self.mode != "optuna":

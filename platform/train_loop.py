@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file, save_model
 
-from nerlab.losses import LossSpec
+from nerlab.losses import LossConfig
 from nerlab.models import names as N
 from nerlab.models.encoding import WordPieces, encode, iter_batches, shard
 from nerlab.models.predict import assemble, predict_windows
@@ -77,7 +77,7 @@ class Worker:
     opt: torch.optim.Optimizer | None = None
     sched: Any = None
     scaler: torch.amp.GradScaler | None = None
-    loss: LossSpec | None = None
+    loss: LossConfig | None = None
     log: "RankZeroLog | None" = None  # rank 0 only
 
     @property
@@ -208,7 +208,7 @@ def train_fn_per_worker(config: dict) -> None:
     val_s, val_w = _corpus(job.val, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
-               cfg.batch_size * 2, job, loss=spec.loss.to_loss_spec(), log=RankZeroLog(job) if rank == 0 else None)
+               cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None)
     lengths = [len(x) for x in train_w]
     steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
     w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)

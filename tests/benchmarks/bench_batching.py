@@ -23,7 +23,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
-from nerlab.losses import LossSpec
+from nerlab.losses import LossConfig
 from nerlab.models.encoding import Window, bucketed_batches, encode, iter_batches, padding_efficiency, random_batches
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
@@ -47,7 +47,7 @@ def padding_table(lengths: list[int], batch_sizes: list[int], seeds: int) -> dic
 
 
 def run_once(model, windows: list[Window], batches: list[list[int]], pad_id: int, cfg: TrainConfig,
-             opt, sched, loss: LossSpec) -> float:
+             opt, sched, loss: LossConfig) -> float:
     """Train over ``batches`` once; real (non-padding) tokens per second."""
     stream = (b for _, b in iter_batches(windows, batches, pad_id, model.schema.num_heads))
     stats = train_epoch(model, stream, opt, sched, loss, cfg, torch.device("cpu"))
@@ -57,7 +57,7 @@ def run_once(model, windows: list[Window], batches: list[list[int]], pad_id: int
 def throughput(model, windows: list[Window], pad_id: int, batch_size: int, repeats: int) -> dict:
     """Median tokens/s of both batchings over ``repeats`` interleaved passes (one warm-up pass each)."""
     cfg = TrainConfig(batch_size=batch_size, lr=1e-4, variance_penalty=5.0)
-    loss = LossSpec.preset("unified")
+    loss = LossConfig.preset("unified")
     lengths = [len(w) for w in windows]
     opt, sched = make_optimizer(model, cfg, total_steps=10**6)  # a flat schedule: lr barely moves
     results: dict[str, list[float]] = {"bucketed": [], "random": []}

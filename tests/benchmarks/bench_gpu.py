@@ -167,7 +167,7 @@ def batch_stream(windows, order, num_heads: int, opts: Options, device: torch.de
 def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dtype | None,
             opts: Options = Options()) -> dict:
     """Warm up, then time ``cfg.steps`` steps of the real training loop; tokens are non-padding sub-words."""
-    from nerlab.losses import PRESETS, LossSpec
+    from nerlab.losses import PRESETS, LossConfig
     from nerlab.models.encoding import bucketed_batches, random_batches
     from nerlab.models.training import TrainConfig, make_optimizer, train_epoch
 
@@ -179,7 +179,7 @@ def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dty
              else random_batches(len(windows), batch_size, cfg.seed))
     train_cfg = TrainConfig(batch_size=batch_size, variance_penalty=cfg.variance_penalty, seed=cfg.seed)
     opt, sched = make_optimizer(model, train_cfg, len(order), fused=opts.fused_adamw or None)
-    loss = LossSpec(weights=dict(PRESETS["unified"]))
+    loss = LossConfig(weights=dict(PRESETS["unified"]))
     if opts.compile:
         model.encoder = torch.compile(model.encoder, dynamic=True)
 

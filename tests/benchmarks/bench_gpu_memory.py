@@ -55,7 +55,7 @@ def full_windows(n: int, length: int, cfg, schema, rng: np.random.Generator):
 
 def probe(cfg, device: torch.device, batch: int, length: int, dtype, steps: int) -> dict | None:
     """Peak memory of ``steps`` training steps at ``batch`` x ``length``; None if it ran out of memory."""
-    from nerlab.losses import PRESETS, LossSpec
+    from nerlab.losses import PRESETS, LossConfig
     from nerlab.models.encoding import iter_batches
     from nerlab.models.training import TrainConfig, make_optimizer, train_epoch
 
@@ -69,7 +69,7 @@ def probe(cfg, device: torch.device, batch: int, length: int, dtype, steps: int)
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         stats = train_epoch(model, (b for _, b in iter_batches(windows, order, 0, model.schema.num_heads)), opt,
-                            sched, LossSpec(weights=dict(PRESETS["unified"])), train_cfg, device, dtype)
+                            sched, LossConfig(weights=dict(PRESETS["unified"])), train_cfg, device, dtype)
         row = {"batch": batch, "length": length, "precision": "bf16" if dtype is torch.bfloat16 else "fp32",
                "steps": stats.steps, "seconds": time.perf_counter() - start, "fits": True}
         if device.type == "cuda":

@@ -31,7 +31,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
-from nerlab.losses import LossSpec, combined
+from nerlab.losses import LossConfig, combined
 from nerlab.models.encoding import encode, iter_batches
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
@@ -72,7 +72,7 @@ def new_model(plm: str, schema, normalisation: str, seed: int) -> MultiTaskTagge
 def train_variant(name: str, lam: float, seed: int, data, args) -> dict:
     schema, splits, windows, plm, tok = data
     preset, normalisation, order = VARIANTS[name]
-    loss = LossSpec.preset(preset)
+    loss = LossConfig.preset(preset)
     cfg = TrainConfig(epochs=args.epochs, batch_size=16, lr=args.lr, warmup_ratio=0.05, variance_penalty=lam,
                       patience=args.epochs, seed=seed, batch_order=order)
     model = new_model(plm, schema, normalisation, seed)
@@ -111,7 +111,7 @@ def irm_time_ratio(data, normalisation: str, args) -> dict:
     for r in range(args.repeats + 1):
         for preset in (presets if r % 2 else presets[::-1]):
             stream = (b for _, b in iter_batches(train_w, batches, tok.pad_token_id, schema.num_heads))
-            stats = train_epoch(model, stream, opt, sched, LossSpec.preset(preset), cfg, torch.device("cpu"))
+            stats = train_epoch(model, stream, opt, sched, LossConfig.preset(preset), cfg, torch.device("cpu"))
             if r:  # pass 0 warms up
                 seconds[preset].append(stats.seconds)
     fastest = {k: min(v) for k, v in seconds.items()}
@@ -137,7 +137,7 @@ def loss_only_times(model, windows, batches, tok, cfg, args) -> dict:
                 captured.append((heads, batch["head_targets"][mask]))
     out = {}
     for preset in ("unified", "unified-seed"):
-        spec, best = LossSpec.preset(preset), float("inf")
+        spec, best = LossConfig.preset(preset), float("inf")
         for _ in range(args.repeats * 5):
             start = time.perf_counter()
             for logits, target in captured:

@@ -115,7 +115,7 @@ def plain_loop(spec_path: Path, threads: int, device: str = "cpu", train_file: s
     lengths = [len(w) for w in windows]
     steps = len(shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed, cfg.bucket_batches), 0, 1, even=True))
     opt, sched = make_optimizer(model, cfg, steps * cfg.epochs)
-    loss, out = spec.loss.to_loss_spec(), []
+    loss, out = spec.loss.to_loss_config(), []
     for epoch in range(1, cfg.epochs + 1):
         seed_everything(cfg.seed + epoch)
         order = shard(bucketed_batches(lengths, cfg.batch_size, cfg.seed + epoch, cfg.bucket_batches), 0, 1,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nerlab.losses import PRESETS, LossSpec, combined, irm
+from nerlab.losses import PRESETS, LossConfig, combined, irm
 
 
 def autograd_irm(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -110,7 +110,7 @@ def test_seed_unified_equals_the_formula(seed, c):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(50, 7, c, generator=g) * 2
     target = torch.randint(0, c, (50, 7), generator=g)
-    got = combined(logits, target, None, LossSpec.preset("unified-seed"))
+    got = combined(logits, target, None, LossConfig.preset("unified-seed"))
     torch.testing.assert_close(got.double(), formula_unified_seed(logits, target).detach(), rtol=1e-6, atol=1e-6)
 
 
@@ -118,6 +118,6 @@ def test_presets_and_validation():
     assert PRESETS["unified-seed"] == {"ce": 0.4, "irm": 2.0, "dice": 0.2, "tversky": 0.2, "focal": 0.2}
     assert "irm" not in PRESETS["unified"]
     with pytest.raises(ValueError, match="besides the irm penalty"):
-        LossSpec({"irm": 1.0})
+        LossConfig({"irm": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
-        LossSpec({"ce": 1.0, "irm": -1.0})
+        LossConfig({"ce": 1.0, "irm": -1.0})

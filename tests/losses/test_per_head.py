@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from nerlab.losses import (
     PER_HEAD_LOSSES,
     PRESETS,
-    LossSpec,
+    LossConfig,
     combined,
     cross_entropy,
     dice,
@@ -209,7 +209,7 @@ def test_all_padding_unified_is_finite_with_zero_grad():
     logits, target, _ = make_batch(11)
     logits.requires_grad_(True)
     all_ignored = torch.full_like(target, -100)
-    loss = combined(logits, all_ignored, None, LossSpec(PRESETS["unified"], smooth=0.0))
+    loss = combined(logits, all_ignored, None, LossConfig(PRESETS["unified"], smooth=0.0))
     assert torch.isfinite(loss).all()
     loss.sum().backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
@@ -219,7 +219,7 @@ def test_gradients_finite_on_confident_logits():
     # p_t rounds to 1 in float32: focal with gamma < 1 must not produce inf * 0.
     logits, target, mask = make_batch(12)
     logits = (F.one_hot(target, C).float() * 200).requires_grad_(True)
-    loss = combined(logits, target, mask, LossSpec({"focal": 1.0, "dice": 1.0}, focal_gamma=0.5))
+    loss = combined(logits, target, mask, LossConfig({"focal": 1.0, "dice": 1.0}, focal_gamma=0.5))
     loss.sum().backward()
     assert torch.isfinite(logits.grad).all()
 
@@ -234,14 +234,14 @@ def test_unified_combined_equals_weighted_sum():
         + 0.2 * ref_tversky(logits, target, mask, 0.5, 0.5, 1e-6)
         + 0.2 * ref_focal(logits, target, mask, 2.0)
     )
-    got = combined(logits, target, mask, LossSpec.preset("unified"))
+    got = combined(logits, target, mask, LossConfig.preset("unified"))
     assert got.shape == (K,)
     torch.testing.assert_close(got, expected)
 
 
 def test_combined_passes_hyper_parameters():
     logits, target, mask = make_batch(14)
-    spec = LossSpec({"tversky": 2.0, "focal": 0.5}, tversky_alpha=0.3, tversky_beta=0.7, focal_gamma=1.0)
+    spec = LossConfig({"tversky": 2.0, "focal": 0.5}, tversky_alpha=0.3, tversky_beta=0.7, focal_gamma=1.0)
     expected = 2.0 * ref_tversky(logits, target, mask, 0.3, 0.7, 1e-6) + 0.5 * ref_focal(logits, target, mask, 1.0)
     torch.testing.assert_close(combined(logits, target, mask, spec), expected)
 
@@ -261,20 +261,20 @@ def test_combined_passes_hyper_parameters():
 )
 def test_loss_spec_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        LossSpec(**kwargs)
+        LossConfig(**kwargs)
 
 
 def test_presets_are_valid_and_unknown_preset_rejected():
     for name in PRESETS:
-        LossSpec.preset(name)
+        LossConfig.preset(name)
     assert PRESETS["unified"] == {"ce": 0.4, "dice": 0.2, "tversky": 0.2, "focal": 0.2}
     with pytest.raises(ValueError, match="allowed"):
-        LossSpec.preset("nope")
+        LossConfig.preset("nope")
 
 
 def test_spec_owns_its_weights():
     weights = {"ce": 1.0}
-    spec = LossSpec(weights)
+    spec = LossConfig(weights)
     weights["bogus"] = 1.0
     assert spec.weights == {"ce": 1.0}
 
@@ -283,9 +283,9 @@ def test_bf16_logits_are_computed_in_float32():
     logits, target, mask = make_batch(15)
     half = logits.bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = combined(half, target, mask, LossSpec.preset("unified"))
+        got = combined(half, target, mask, LossConfig.preset("unified"))
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, combined(half.float(), target, mask, LossSpec.preset("unified")))
+    torch.testing.assert_close(got, combined(half.float(), target, mask, LossConfig.preset("unified")))
 
 
 def test_shape_errors_are_clear():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from nerlab.losses import LossSpec
+from nerlab.losses import LossConfig
 from nerlab.models import training
 from nerlab.models.encoding import Window, collate, random_batches
 from nerlab.models.predict import assemble, predict_windows
@@ -83,7 +83,7 @@ def test_reference_puts_every_padded_position_and_four_classes_into_the_loss(mon
     _, batch = hand_batch()
     model = tagger("reference")
     caught = catch_loss(monkeypatch)
-    losses = task_losses(model, batch, LossSpec({"ce": 1.0}), torch.device("cpu"))
+    losses = task_losses(model, batch, LossConfig({"ce": 1.0}), torch.device("cpu"))
     (logits, target, mask), = caught
     assert mask is None and logits.shape == (10, 2, 4)
     assert torch.equal(target, REFERENCE_TARGET)
@@ -98,7 +98,7 @@ def test_masked_default_uses_first_sub_words_three_classes_and_the_attention_mas
     _, batch = hand_batch()
     model = tagger("masked")
     caught = catch_loss(monkeypatch)
-    task_losses(model, batch, LossSpec({"ce": 1.0}), torch.device("cpu"))
+    task_losses(model, batch, LossConfig({"ce": 1.0}), torch.device("cpu"))
     (logits, target, mask), = caught
     assert mask is None and logits.shape == (3, 2, 3)
     assert torch.equal(target, MASKED_TARGET)
@@ -110,7 +110,7 @@ def test_seed_unified_irm_halves_are_over_all_padded_positions(monkeypatch):
     """With the IRM term the loss still sees the 10 positions unmasked: even/odd split the padded batch."""
     _, batch = hand_batch()
     caught = catch_loss(monkeypatch)
-    task_losses(tagger("reference"), batch, LossSpec.preset("unified-seed"), torch.device("cpu"))
+    task_losses(tagger("reference"), batch, LossConfig.preset("unified-seed"), torch.device("cpu"))
     (logits, target, mask), = caught
     assert mask is None and logits.shape[0] == 10 and (target != -100).all()
 

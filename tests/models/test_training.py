@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from nerlab.losses import LossSpec
+from nerlab.losses import LossConfig
 from nerlab.models.encoding import encode
 from nerlab.models.predict import predict
 from nerlab.models.schema import LabelSchema
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 MAX_LENGTH = 128  # the synthetic corpus' long sentences (150-300 tokens) are trained in windows
 SYNTH_CONFIG = TrainConfig(epochs=25, batch_size=16, lr=2e-3, warmup_ratio=0.05, variance_penalty=5.0, patience=5,
                            seed=3407)
-UNIFIED = LossSpec.preset("unified")
+UNIFIED = LossConfig.preset("unified")
 
 
 @pytest.fixture(autouse=True)

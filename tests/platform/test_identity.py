@@ -117,11 +117,12 @@ def test_one_run_per_trial_however_often_from_however_many_shells_and_after_sigt
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         winner.poll_children()
-        try:
-            if any(r.data.metrics.get("val/micro_f1") is not None for r in trial_runs(out, "twice")):
-                break
-        except Exception:  # the store is not there yet
-            pass
+        if winner.proc.poll() is not None:
+            pytest.fail(f"the driver ended early: {winner.wait(5)[2][-3000:]}")
+        # Query the store once the study's server has set it up (a client would create it otherwise).
+        if (out / "mlflow-server.url").exists() and any(
+                r.data.metrics.get("val/micro_f1") is not None for r in trial_runs(out, "twice")):
+            break
         time.sleep(1)
     else:
         pytest.fail("no trial logged an epoch in time")

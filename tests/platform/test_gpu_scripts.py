@@ -1,4 +1,5 @@
-"""The wheel transfer for the GPU machine (scripts/gpu): closure, cutting into sets, joining. No network.
+"""The GPU proof's scripts (scripts/gpu), on the CPU: the wheel transfer (closure, cutting into sets,
+joining; no network) and the arithmetic of the checks (study_check.py, train_check.py).
 
 Small made-up wheels stand in for ray and friends: the set is closed over the requirements that apply on
 Python 3.12 / Linux (extras and markers included), a wheel bigger than a set is cut in byte parts that
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import random
 import sys
 import zipfile
 from pathlib import Path
@@ -28,6 +30,7 @@ def load(name: str):
 
 
 pack, join = load("pack_wheels"), load("join_wheels")
+study_check, train_check = load("study_check"), load("train_check")
 
 
 def wheel(folder: Path, name: str, version: str, requires: list[str], payload: int = 1000) -> Path:
@@ -101,3 +104,23 @@ def test_join_refuses_a_damaged_part(cache, tmp_path) -> None:
     part = next(out.glob("set*/alpha-*.part-000"))
     part.write_bytes(b"x" + part.read_bytes()[1:])
     assert join.main([str(tmp_path / "store"), *map(str, sorted(out.glob("set*")))]) == 3
+
+
+# ---- the checks' arithmetic ----------------------------------------------------------------------------
+def test_max_overlap_matches_counting_at_every_instant() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        intervals = [(s, s + rng.randint(1, 30)) for s in (rng.randint(0, 100) for _ in range(rng.randint(1, 8)))]
+        # brute force on half-open [start, end): an end at t closes before a start at t opens
+        brute = max(sum(s <= t < e for s, e in intervals) for t in range(0, 140))
+        assert study_check.max_overlap(intervals) == brute
+
+
+def test_four_trials_at_once_and_in_turn() -> None:
+    assert study_check.max_overlap([(0, 50), (1, 49), (2, 55), (3, 51)]) == 4
+    assert study_check.max_overlap([(0, 10), (10, 20), (20, 30), (30, 40)]) == 1
+
+
+def test_last_json_skips_log_lines_before_and_after() -> None:
+    text = 'INFO start {not json}\n{\n  "run_id": "abc",\n  "val_f1": 0.5\n}\n(raylet) shutting down\n'
+    assert train_check.last_json(text) == {"run_id": "abc", "val_f1": 0.5}

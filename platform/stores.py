@@ -126,8 +126,11 @@ def registry_uri(model: str, study: str | None, tracking_uri: str | None) -> str
 
 
 def _model_version(c, model: str):
-    """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names."""
+    """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names (None for a logged
+    model's own ``models:/MODEL_ID``)."""
     rest = model[len("models:/"):].strip("/")
+    if "/" not in rest and "@" not in rest:
+        return None
     if "@" in rest.split("/")[0]:
         name, alias = rest.split("/")[0].split("@", 1)
         return c.get_model_version_by_alias(name, alias)
@@ -159,13 +162,15 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
         if model.startswith("models:/"):
             c = client(uri)
             version = _model_version(c, model)
-            source = c.get_model_version_download_uri(version.name, version.version)
+            source = c.get_model_version_download_uri(version.name, version.version) if version else \
+                c.get_logged_model(model[len("models:/"):].strip("/")).artifact_location
         with quiet_downloads():
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                              tracking_uri=uri))
     except MlflowException as e:
         first = str(e.message if hasattr(e, "message") else e).splitlines()[0]
         raise UsageError(f"{model}: not found in the registry at {redact(uri)} ({first})") from None
-    if not (local / META_FILE).is_file() and (local / N.MODEL_DIR / META_FILE).is_file():
-        local = local / N.MODEL_DIR
+    for sub in (N.MODEL_DIR, f"artifacts/{N.PYFUNC_ARTIFACT}"):  # a run's artifacts; an MLflow Model (pyfunc)
+        if not (local / META_FILE).is_file() and (local / sub / META_FILE).is_file():
+            local = local / sub
     return local

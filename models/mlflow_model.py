@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -32,6 +34,18 @@ def signature():
     return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("batch_size", DataType.long, 32)]))
 
 
+@contextlib.contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
 def log_tagger(folder: str | Path, run_id: str, tracking_uri: str, example: list[str], step: int = 0):
     """Log ``folder`` (a ``MultiTaskTagger.save`` folder) as the run's MLflow Model ``N.PYFUNC_MODEL``.
 
@@ -46,7 +60,10 @@ def log_tagger(folder: str | Path, run_id: str, tracking_uri: str, example: list
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     code = importlib.util.find_spec("nerlab.models.pyfunc_model").origin  # its path; MLflow copies and runs it
-    with _use_tracking_uri(tracking_uri):  # MLflow's logging reads the process-wide URI; leave it as it was
+    # MLflow's logging reads the process-wide tracking URI and experiment (else the Default experiment, whose
+    # artifacts may live elsewhere): the run's, for this call only
+    experiment_id = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    with _use_tracking_uri(tracking_uri), _env(MLFLOW_EXPERIMENT_ID=experiment_id, MLFLOW_EXPERIMENT_NAME=None):
         return Model.log(artifact_path=None, name=N.PYFUNC_MODEL, flavor=mlflow.pyfunc, run_id=run_id, step=step,
                          python_model=code, artifacts={N.PYFUNC_ARTIFACT: str(folder)}, signature=signature(),
                          input_example=pd.DataFrame({"text": [" ".join(example)]}),

@@ -170,7 +170,20 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
     except MlflowException as e:
         first = str(e.message if hasattr(e, "message") else e).splitlines()[0]
         raise UsageError(f"{model}: not found in the registry at {redact(uri)} ({first})") from None
-    for sub in (N.MODEL_DIR, f"artifacts/{N.PYFUNC_ARTIFACT}"):  # a run's artifacts; an MLflow Model (pyfunc)
-        if not (local / META_FILE).is_file() and (local / sub / META_FILE).is_file():
-            local = local / sub
+    if not (local / META_FILE).is_file() and (local / N.MODEL_DIR / META_FILE).is_file():  # a run's artifacts
+        local = local / N.MODEL_DIR
+    if not (local / META_FILE).is_file() and (local / "MLmodel").is_file():  # an MLflow Model: its tagger folder
+        local = local / pyfunc_folder(local)
     return local
+
+
+def pyfunc_folder(mlmodel_dir: Path) -> str:
+    """Where the model folder is inside a logged MLflow Model (``artifacts/<its name>``, from ``MLmodel``)."""
+    import yaml
+
+    meta = yaml.safe_load((mlmodel_dir / "MLmodel").read_text(encoding="utf-8")) or {}
+    artifacts = (meta.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+    if N.PYFUNC_ARTIFACT not in artifacts:
+        raise UsageError(f"{mlmodel_dir}: an MLflow Model without a nerlab tagger (no artifact "
+                         f"{N.PYFUNC_ARTIFACT!r} in its MLmodel)")
+    return artifacts[N.PYFUNC_ARTIFACT]["path"]

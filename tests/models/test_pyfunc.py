@@ -43,6 +43,7 @@ def test_logged_model_is_linked_to_its_run_and_pickle_free(logged):
     assert [o.model_id for o in outputs] == [info.model_id]
     lm = client.get_logged_model(info.model_id)
     assert lm.name == N.PYFUNC_MODEL and lm.source_run_id == run_id
+    assert lm.experiment_id == client.get_run(run_id).info.experiment_id  # not the Default experiment
     assert info.signature is not None and info.saved_input_example_info is not None
     print(f"log_tagger took {seconds:.2f} s")
 

@@ -225,9 +225,8 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
                    f"trial {choice.trial}")
     if choice.p_better is not None:
         description += f"; P(better than {choice.runner_up}) = {choice.p_better:.3f}"
-    from nerlab.platform.tracking import logged_models
-
-    models = logged_models(client, choice.run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    models = [o.model_id for o in outputs if client.get_logged_model(o.model_id).name == N.PYFUNC_MODEL]
     if models:  # the run's MLflow Model: the version loads with mlflow.pyfunc and serves with mlflow models serve
         source, model_id = f"models:/{models[-1]}", models[-1]
     else:  # a run logged before trials logged MLflow Models: its plain model folder

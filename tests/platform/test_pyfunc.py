@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from nerlab.models import names as N
-from nerlab.models.mlflow_model import log_tagger
+from nerlab.platform.mlflow_model import log_tagger
 from nerlab.models.predict import predict
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig

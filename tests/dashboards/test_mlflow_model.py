@@ -98,9 +98,13 @@ def test_mlflow_models_serve_answers_as_nerlab_predict(study, champion, tmp_path
     sentences = some_sentences(study)
     want = nerlab_predict_tags(study, name, sentences, tmp_path)
     port = _free_port()
-    # the serving command runs uvicorn from PATH: this interpreter's scripts first
-    env = {**os.environ, "MLFLOW_TRACKING_URI": study.uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # the serving command runs `uvicorn` from PATH: make it this interpreter's (a copied venv's scripts may
+    # name another interpreter in their first line)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uvicorn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+    (bin_dir / "uvicorn").chmod(0o755)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": study.uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],

@@ -139,3 +139,15 @@ def test_mlflow_models_serve_answers_as_nerlab_predict(study, champion, tmp_path
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=20)
         log.close()
+
+
+def test_predict_counts_entities_as_the_scorer(study, champion, tmp_path, capsys):
+    _, name = champion
+    test_file = study.trial_runs()[0].data.params["inputs.test"]
+    pred = tmp_path / "submission.txt"
+    capsys.readouterr()
+    assert main(["predict", "--model", f"models:/{name}@champion", "--study", str(study.out), "--input", test_file,
+                 "--out", str(pred), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--gold", test_file, "--pred", str(pred), "--task", "nested", "--json"]) == 0
+    assert summary["entities_tagged"] == json.loads(capsys.readouterr().out)["micro"]["predicted"]

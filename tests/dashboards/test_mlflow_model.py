@@ -151,3 +151,18 @@ def test_predict_counts_entities_as_the_scorer(study, champion, tmp_path, capsys
     summary = json.loads(capsys.readouterr().out)
     assert main(["evaluate", "--gold", test_file, "--pred", str(pred), "--task", "nested", "--json"]) == 0
     assert summary["entities_tagged"] == json.loads(capsys.readouterr().out)["micro"]["predicted"]
+
+
+def test_predict_takes_every_uri_of_the_champion(study, champion, tmp_path):
+    _, name = champion
+    client = study.client()
+    run_id = client.get_model_version_by_alias(name, "champion").run_id
+    model_id = client.get_run(run_id).outputs.model_outputs[0].model_id
+    test_file = client.get_run(run_id).data.params["inputs.test"]
+    outs = []
+    for i, uri in enumerate((f"models:/{name}@champion", f"runs:/{run_id}/{N.PYFUNC_MODEL}",
+                             f"runs:/{run_id}/{N.MODEL_DIR}", f"models:/{model_id}")):
+        outs.append(tmp_path / f"{i}.txt")
+        assert main(["predict", "--model", uri, "--tracking-uri", study.uri, "--input", test_file,
+                     "--out", str(outs[-1])]) == 0, uri
+    assert len({o.read_bytes() for o in outs}) == 1

@@ -8,8 +8,9 @@ it stays ahead (ties count half). The predictions are the trials' logged ``predi
 gold sentences are the validation file the trials read (their ``inputs.val`` param) where this machine
 has it, else the copy logged on the study's parent run (``gold/val.txt``), or ``gold``.
 
-Registration: the chosen trial's ``model`` artifact folder becomes a new version of a registered model in
-the MLflow Model Registry, and the alias (``champion``) moves to it; earlier versions stay as they are.
+Registration: the chosen trial's MLflow Model (``tagger``, a pyfunc around its model folder; the plain
+``model`` artifact folder for runs logged before there were MLflow Models) becomes a new version of a
+registered model in the MLflow Model Registry, and the alias (``champion``) moves to it; earlier versions stay as they are.
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name, description="nerlab NER taggers (safetensors model folders); "
-                                                         "load with nerlab predict --model models:/NAME@champion")
+        client.create_registered_model(name, description="nerlab NER taggers (MLflow pyfunc models around safetensors "
+                                                         "model folders): nerlab predict --model models:/NAME@champion, "
+                                                         "mlflow.pyfunc.load_model or mlflow models serve")
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -223,7 +225,17 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
                    f"trial {choice.trial}")
     if choice.p_better is not None:
         description += f"; P(better than {choice.runner_up}) = {choice.p_better:.3f}"
-    version = client.create_model_version(name, source=f"{run.info.artifact_uri.rstrip('/')}/{N.MODEL_DIR}",
-                                          run_id=choice.run_id, tags=tags, description=description)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    models = [o.model_id for o in outputs if client.get_logged_model(o.model_id).name == N.PYFUNC_MODEL]
+    if models:  # the run's MLflow Model: the version loads with mlflow.pyfunc and serves with mlflow models serve
+        source, model_id = f"models:/{models[-1]}", models[-1]
+    else:  # a run logged before trials logged MLflow Models: its plain model folder
+        source, model_id = f"{run.info.artifact_uri.rstrip('/')}/{N.MODEL_DIR}", None
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    # MLflow's SQL registry looks a models:/MODEL_ID source up through the process-wide tracking URI
+    with _use_tracking_uri(client._tracking_client.tracking_uri):
+        version = client.create_model_version(name, source=source, run_id=choice.run_id, tags=tags,
+                                              description=description, model_id=model_id)
     client.set_registered_model_alias(name, alias, version.version)
     return version, True

@@ -42,7 +42,10 @@ class Sentence:
         return len(self.tokens)
 
 
-def _parse_tags(fields: list[str], where: str, task: str, types: frozenset[str] | None) -> list[str]:
+def _parse_tags(fields: list[str], where: str, task: str, types: frozenset[str] | None,
+                lenient_o: bool = False) -> list[str]:
+    if lenient_o and len(fields) > 1:  # a prediction file may write every head's tag, O included
+        fields = [t for t in fields if t != "O"] or ["O"]
     for tag in fields:
         if not _TAG.match(tag):
             hint = " (B-/I- need a type, e.g. B-PERS)" if tag in ("B", "I", "B-", "I-") else ""
@@ -62,11 +65,13 @@ def parse_lines(
     task: str = "nested",
     types: Sequence[str] | None = None,
     require_tags: bool = True,
+    lenient_o: bool = False,
 ) -> list[Sentence]:
     """Parse Wojood-format lines (already decoded, without trailing newlines) into sentences.
 
     ``require_tags=False`` also accepts token-only lines (input to prediction); a file must then be
-    consistently tagged or untagged.
+    consistently tagged or untagged. ``lenient_o`` (prediction files only) reads an ``O`` among entity
+    tags as nothing; data files stay strict.
     """
     if task not in TASKS:
         raise DataError(f"{source}: unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -97,7 +102,7 @@ def parse_lines(
             raise DataError(f"{where}: some lines carry tags and others do not")
         tagged = has_tags
         tokens.append(fields[0])
-        tags.append(_parse_tags(fields[1:], where, task, type_set) if has_tags else [])
+        tags.append(_parse_tags(fields[1:], where, task, type_set, lenient_o) if has_tags else [])
     if tokens:
         sentences.append(Sentence(tokens, tags))
     if not sentences:
@@ -110,6 +115,7 @@ def read_file(
     task: str = "nested",
     types: Sequence[str] | None = None,
     require_tags: bool = True,
+    lenient_o: bool = False,
 ) -> list[Sentence]:
     """Read and validate one Wojood file. Raises DataError naming the file and line."""
     path = Path(path)
@@ -124,7 +130,39 @@ def read_file(
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
             raise DataError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})")
-    return parse_lines(lines, str(path), task=task, types=types, require_tags=require_tags)
+    return parse_lines(lines, str(path), task=task, types=types, require_tags=require_tags, lenient_o=lenient_o)
+
+
+def _is_tabbed_predictions(lines: list[str]) -> bool:
+    """The reference system's prediction file: a header line, then ``token<TAB>gold<TAB>pred`` lines."""
+    body = [line for line in lines[1:] if line.strip()][:50]
+    return bool(body) and all(len(line.rstrip("\r").split("\t")) == 3 for line in body)
+
+
+def read_predictions(path: str | Path, task: str = "nested") -> list[Sentence]:
+    """A prediction file to score: Wojood format (an ``O`` among entity tags reads as nothing), or the
+    reference system's own output (a header line, then ``token<TAB>gold<TAB>pred`` with a token's tags
+    joined by ``|``, one per head, ``O`` included); of the latter only the prediction column is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})")
+    if not _is_tabbed_predictions(lines):
+        return read_file(path, task=task, lenient_o=True)
+    out = []
+    for line in lines[1:]:
+        line = line.rstrip("\r")
+        if not line.strip():
+            out.append("")
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise DataError(f"{path}: expected token<TAB>gold<TAB>pred, found {line!r}")
+        out.append(" ".join([parts[0].strip(), *parts[2].strip().split("|")]))
+    return parse_lines(out, str(path), task=task, lenient_o=True)
 
 
 def read_raw_text(path: str | Path) -> list[Sentence]:

@@ -133,18 +133,20 @@ def build_trainer(job: Job, storage: str, name: str, callbacks=()) -> TorchTrain
 
 def open_run(spec: RunSpec, inputs: Inputs, job_key: str, tracking_uri: str, artifact_location: str | None,
              experiment: str, parent_run_id: str | None = None, extra_tags: dict | None = None,
-             reuse_finished: bool = True):
-    """The MLflow run of this job: found by its key, or created with params and tags."""
+             reuse_finished: bool = True, run_name: str | None = None):
+    """The MLflow run of this job: found by its key, or created (named ``run_name``, else the spec's name)
+    with params and tags."""
     client = T.MlflowClient(tracking_uri)
     exp_id = T.ensure_experiment(client, experiment, artifact_location)
     tags = {"plm": spec.model.plm, "loss": spec.loss.name, "penalty": str(spec.train.variance_penalty),
             "seed": str(spec.train.seed), "task": spec.task, "git_commit": T.git_commit(),
             **(extra_tags or {})}
-    run, created = T.find_or_create_run(client, exp_id, N.JOB_TAG, job_key, run_name=spec.name, tags=tags,
+    run, created = T.find_or_create_run(client, exp_id, N.JOB_TAG, job_key, run_name=run_name or spec.name, tags=tags,
                                         parent_run_id=parent_run_id, reuse_finished=reuse_finished)
     params = T.spec_params(spec)
     params["inputs"] = {"train": inputs.train, "val": inputs.val, "test": inputs.test, "plm": inputs.plm}
     T.log_params(client, run.info.run_id, params, {} if created else None)
+    T.log_datasets(client, run.info.run_id, {"train": inputs.train, "val": inputs.val, "test": inputs.test})
     return client, run
 
 

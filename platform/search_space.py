@@ -57,3 +57,16 @@ def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec
                     **{k: point[k] for k in ("lr", "batch_size") if k in point})
     model = replace(base.model, plm=point["plm"], **({"dropout": float(point["dropout"])} if "dropout" in point else {}))
     return replace(base, name=f"{spec.name}-{trial_id}", loss=loss, train=train, model=model), loss_name
+
+
+def trial_run_name(point: dict, loss_name: str) -> str:
+    """A trial run's readable MLflow name: PLM · loss · λ · seed, then any other searched axis (``lr3e-05``).
+
+    Short enough for the UI's run-name column; the Tune trial id stays in the run's ``nerlab.trial`` tag."""
+    def num(v) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    parts = [str(point["plm"]), loss_name, f"λ{num(point.get('variance_penalty', 0))}", f"s{point.get('seed', 0)}"]
+    skip = {"plm", "loss", "variance_penalty", "seed"}
+    parts += [f"{k}{num(v)}" for k, v in sorted(point.items()) if k not in skip and not k.startswith("loss_w_")]
+    return "·".join(parts)

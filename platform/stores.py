@@ -126,8 +126,11 @@ def registry_uri(model: str, study: str | None, tracking_uri: str | None) -> str
 
 
 def _model_version(c, model: str):
-    """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names."""
+    """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names (None for a logged
+    model's own ``models:/MODEL_ID``)."""
     rest = model[len("models:/"):].strip("/")
+    if "/" not in rest and "@" not in rest:
+        return None
     if "@" in rest.split("/")[0]:
         name, alias = rest.split("/")[0].split("@", 1)
         return c.get_model_version_by_alias(name, alias)
@@ -145,6 +148,7 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
     """
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     from nerlab.dashboards.leaderboard import quiet_downloads
     from nerlab.models.tagger import META_FILE
@@ -159,13 +163,30 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
         if model.startswith("models:/"):
             c = client(uri)
             version = _model_version(c, model)
-            source = c.get_model_version_download_uri(version.name, version.version)
-        with quiet_downloads():
+            source = c.get_model_version_download_uri(version.name, version.version) if version else \
+                c.get_logged_model(model[len("models:/"):].strip("/")).artifact_location
+        # _use_tracking_uri: MLflow resolves runs:/ID/NAME of a logged model (runs:/ID/tagger) through the
+        # process-wide tracking URI, whatever tracking_uri says
+        with quiet_downloads(), _use_tracking_uri(uri):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                              tracking_uri=uri))
     except MlflowException as e:
         first = str(e.message if hasattr(e, "message") else e).splitlines()[0]
         raise UsageError(f"{model}: not found in the registry at {redact(uri)} ({first})") from None
-    if not (local / META_FILE).is_file() and (local / N.MODEL_DIR / META_FILE).is_file():
+    if not (local / META_FILE).is_file() and (local / N.MODEL_DIR / META_FILE).is_file():  # a run's artifacts
         local = local / N.MODEL_DIR
+    if not (local / META_FILE).is_file() and (local / "MLmodel").is_file():  # an MLflow Model: its tagger folder
+        local = local / pyfunc_folder(local)
     return local
+
+
+def pyfunc_folder(mlmodel_dir: Path) -> str:
+    """Where the model folder is inside a logged MLflow Model (``artifacts/<its name>``, from ``MLmodel``)."""
+    import yaml
+
+    meta = yaml.safe_load((mlmodel_dir / "MLmodel").read_text(encoding="utf-8")) or {}
+    artifacts = (meta.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+    if N.PYFUNC_ARTIFACT not in artifacts:
+        raise UsageError(f"{mlmodel_dir}: an MLflow Model without a nerlab tagger (no artifact "
+                         f"{N.PYFUNC_ARTIFACT!r} in its MLmodel)")
+    return artifacts[N.PYFUNC_ARTIFACT]["path"]

@@ -23,7 +23,7 @@ from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
-from nerlab.platform.search_space import grid_size, param_space, trial_run_spec
+from nerlab.platform.search_space import grid_size, param_space, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.typed import SpecError, UsageError, from_dict
 
@@ -75,7 +75,8 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
         return
     client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None, ctx.experiment,
                              parent_run_id=ctx.parent_run_id,
-                             extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags})
+                             extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags},
+                             run_name=trial_run_name(point, loss_name))
     T.log_params(client, mlrun.info.run_id, {"trial": point})
     result = run_job(run, inputs, uri, mlrun.info.run_id, ctx.storage,
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])

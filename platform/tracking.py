@@ -109,6 +109,49 @@ def logged_steps(client: MlflowClient, run_id: str, key: str = N.VAL_F1) -> set[
     return {m.step for m in client.get_metric_history(run_id, key)}
 
 
+def logged_models(client: MlflowClient, run_id: str, name: str = N.PYFUNC_MODEL) -> list[str]:
+    """Ids of the MLflow Models named ``name`` the run logged (its Models column), oldest first."""
+    outputs = client.get_run(run_id).outputs
+    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+    return [i for i in ids if client.get_logged_model(i).name == name]
+
+
+DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
+
+
+def file_digest(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]  # MLflow keeps at most 36 characters
+
+
+def log_datasets(client: MlflowClient, run_id: str, files: dict[str, str | None]) -> None:
+    """The data files a run reads as MLflow datasets (name, digest, path; the split as the context tag), once:
+    a run that already has inputs (a resumed job) is left as it is."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    run = client.get_run(run_id)
+    if run.inputs and run.inputs.dataset_inputs:
+        return
+    inputs = []
+    for split, path in files.items():
+        if not path or not Path(path).is_file():
+            continue
+        p = Path(path).resolve()
+        ds = Dataset(name=f"{p.parent.name}/{p.name}", digest=file_digest(p), source_type="local",
+                     source=json.dumps({"uri": str(p)}))
+        inputs.append(DatasetInput(ds, [InputTag(MLFLOW_DATASET_CONTEXT, DATASET_CONTEXT.get(split, split))]))
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+
+
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

@@ -297,6 +297,11 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                 log.artifacts(out / sub, sub)
             log.tb.close()
             log.artifacts(log.tb_dir, N.TENSORBOARD_DIR)
+            if not T.logged_models(log.client, log.run_id, N.PYFUNC_MODEL):  # a resumed job logged it already
+                from nerlab.platform.mlflow_model import log_tagger
+
+                log_tagger(out / N.MODEL_DIR, log.run_id, job.tracking_uri, val_s[0].tokens[:16] if val_s else ["."],
+                           step=state.epoch)
             (out / FINAL_FILE).write_text(json.dumps(final))
             ckpt = ray.train.Checkpoint.from_directory(d)
         ray.train.report(final, checkpoint=ckpt)

@@ -59,10 +59,10 @@ def cmd_plm_tiny(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from nerlab.models.scoring import check_aligned, score
-    from nerlab.models.wojood import read_file
+    from nerlab.models.wojood import read_file, read_predictions
 
     gold = read_file(args.gold, task=args.task)
-    pred = read_file(args.pred, task=args.task)
+    pred = read_predictions(args.pred, task=args.task)  # also the reference system's token/gold/pred files
     check_aligned(gold, pred, args.gold, args.pred)
     report = score(gold, pred, args.task)
     _print(report.to_dict(), args.json, report.format())
@@ -103,7 +103,8 @@ def register(sub) -> None:
 
     e = sub.add_parser("evaluate", help="score predictions against gold (seqeval semantics)")
     e.add_argument("--gold", required=True)
-    e.add_argument("--pred", required=True)
+    e.add_argument("--pred", required=True, help="Wojood format (an O among entity tags reads as nothing), or the "
+                   "reference system's prediction file (header, then token<TAB>gold<TAB>pred, tags joined by |)")
     e.add_argument("--task", choices=["flat", "nested"], required=True)
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_evaluate)

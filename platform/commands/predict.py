@@ -11,6 +11,7 @@ def cmd_predict(args) -> int:
     import torch
 
     from nerlab.models.predict import predict
+    from nerlab.models.scoring import sentence_spans
     from nerlab.models.tagger import MultiTaskTagger
     from nerlab.models.wojood import read_input, write_file
     from nerlab.platform.stores import fetch_model, registry_uri
@@ -31,7 +32,8 @@ def cmd_predict(args) -> int:
     write_file(args.out, pred)
     summary = {"model": args.model, "input": args.input, "format": fmt, "task": task, "out": args.out,
                "sentences": len(pred), "tokens": sum(len(s) for s in pred),
-               "entities_tagged": sum(t.startswith("B-") for s in pred for tags in s.tags for t in tags)}
+               # as the scorer counts them (an I- after O starts a mention), so it matches `nerlab evaluate`
+               "entities_tagged": sum(len(sentence_spans(s, task)) for s in pred)}
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
@@ -44,8 +46,8 @@ def register(sub) -> None:
     from nerlab.platform.commands import positive_int
 
     pr = sub.add_parser("predict", help="tag a file with a trained model; writes Wojood format for submission")
-    pr.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model "
-                                                   "or a model folder")
+    pr.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model, "
+                                                   "runs:/ID/tagger, models:/MODEL_ID or a model folder")
     pr.add_argument("--input", required=True, help="Wojood token-per-line file (tags optional) or raw text")
     pr.add_argument("--out", required=True)
     pr.add_argument("--task", choices=["flat", "nested"], help="default: the model's task")

@@ -127,11 +127,13 @@ def test_select_registers_the_best_trial_as_champion(study, champion, tmp_path):
     client = study.client()
     version = client.get_model_version_by_alias(name, "champion")
     assert version.run_id == best_run.info.run_id and int(version.version) == answer["registered"]["version"]
-    # models:/NAME@champion resolves to exactly the best trial's model folder
+    # models:/NAME@champion resolves to exactly the best trial's model folder (inside its MLflow Model)
     import mlflow.artifacts
 
     got = Path(mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(name, version.version),
                                                    dst_path=str(tmp_path / "registry"), tracking_uri=study.uri))
+    assert (got / "MLmodel").is_file()
+    got = got / "artifacts" / "model"
     logged = Path(client.download_artifacts(best_run.info.run_id, "model", str(tmp_path / "run")))
     digest = lambda p: hashlib.sha256((p / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
     assert digest(got) == digest(logged)

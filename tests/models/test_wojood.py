@@ -95,3 +95,25 @@ def test_stats_counts_depth_and_mentions():
     s = [Sentence(["a", "b", "c"], [["B-ORG"], ["I-ORG", "B-GPE"], ["O"]])]
     st = stats(s)
     assert st["mentions"] == 2 and st["max_nesting_depth"] == 2 and st["longest_sentence"] == 3
+
+
+# ---- prediction files from other systems (nerlab evaluate --pred) ---------------------------------------
+def test_reference_prediction_file_reads_as_the_same_tags(tmp_path):
+    from nerlab.models.wojood import DataError, read_predictions
+
+    wojood = tmp_path / "pred.txt"
+    wojood.write_text("a B-ORG\nb I-ORG B-PERS\nc O\n\nd O\n", encoding="utf-8")
+    tabbed = tmp_path / "seed.txt"
+    tabbed.write_text("Token\tGold\tPred\n"
+                      "a\tB-ORG|O|O\tB-ORG|O|O\nb\tI-ORG|B-PERS|O\tI-ORG|O|B-PERS\nc\tO|O|O\tO|O|O\n\n"
+                      "d\tO|O|O\tO|O|O\n", encoding="utf-8")
+    lenient = tmp_path / "lenient.txt"
+    lenient.write_text("a B-ORG O O\nb I-ORG O B-PERS\nc O O O\n\nd O\n", encoding="utf-8")
+    want = read_predictions(wojood)
+    assert [s.tokens for s in want] == [["a", "b", "c"], ["d"]]
+    for f in (tabbed, lenient):
+        got = read_predictions(f)
+        assert [s.tokens for s in got] == [s.tokens for s in want]
+        assert [[sorted(t) for t in s.tags] for s in got] == [[sorted(t) for t in s.tags] for s in want]
+    with pytest.raises(DataError, match="'O' mixed"):  # data files stay strict
+        read_file(lenient)

@@ -25,6 +25,7 @@ from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepar
                                      validate_files)
 from nerlab.platform.search_space import grid_size, param_space, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
+from nerlab.platform.timeline import mark
 from nerlab.platform.typed import SpecError, UsageError, from_dict
 
 METRIC = N.TUNE_VAL_F1
@@ -60,6 +61,7 @@ class StudyContext:
 def trial_driver(config: dict, ctx: StudyContext) -> None:
     spec = ctx.spec
     trial_id = tune.get_context().get_trial_id()
+    mark("trial.start", trial=trial_id)
     point = dict(config)
     run, loss_name = trial_run_spec(spec, point, trial_id)
     inputs = Inputs(**ctx.data, plm=ctx.plms[point["plm"]])
@@ -77,9 +79,12 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
                              parent_run_id=ctx.parent_run_id,
                              extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags})
     T.log_params(client, mlrun.info.run_id, {"trial": point})
+    mark("trial.run_opened", trial=trial_id)
     result = run_job(run, inputs, uri, mlrun.info.run_id, ctx.storage,
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
+    mark("trial.fit_returned", trial=trial_id)
     finish_job(client, mlrun.info.run_id, result, model_dest=None)
+    mark("trial.end", trial=trial_id)
 
 
 class CloseTrialRuns(tune.Callback):
@@ -189,11 +194,13 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
     check_store(store_uri, f"{source}: tracking.tracking_uri")
     if spec.data.synth is None:  # bad data fails here, before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    mark("study.start")
     with ExitStack() as stack:
         done = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
         data, plms = _prepare_inputs(spec)
+        mark("study.prepared")
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
@@ -215,8 +222,10 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
+        mark("study.server_and_parent_run")
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
+        mark("study.ray_started")
         callbacks = [CloseTrialRuns(ctx, exp_id)]
         restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:
@@ -227,7 +236,9 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
                     client.set_terminated(run.info.run_id, status="KILLED")
             client.set_terminated(parent.info.run_id, status="KILLED")
             raise
+        mark("study.tune_done")
         summary = _finish_study(client, spec, parent.info.run_id, exp_id, out, results)
+        mark("study.finished")
     return summary
 
 

@@ -23,10 +23,11 @@ from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
-from nerlab.platform.search_space import grid_size, param_space, trial_run_spec
+from nerlab.platform.search_space import param_space, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
+from nerlab.platform.study_state import _children, _parent_run, load_saved_study, study_status  # noqa: F401
 from nerlab.platform.timeline import mark
-from nerlab.platform.typed import SpecError, UsageError, from_dict
+from nerlab.platform.typed import UsageError
 
 METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
@@ -251,21 +252,6 @@ def _digest(spec: StudySpec) -> str:
     return ownership.digest(T.flatten(T.spec_params(spec)))
 
 
-def _parent_run(store_uri: str, spec: StudySpec):
-    """The study's parent run in its store, or None (a store that does not exist yet is not created)."""
-    if store_uri.startswith("sqlite:///") and not Path(store_uri[len("sqlite:///"):]).is_file():
-        return None
-    client = T.MlflowClient(store_uri)
-    exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
-    return None if exp is None else T.find_run(client, exp.experiment_id, PARENT_TAG, spec.name)
-
-
-def _children(client, parent) -> list:
-    """The trial runs of a study: the children of its parent run."""
-    return client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                              max_results=50000)
-
-
 def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, replace_old: bool) -> dict | None:
     """Make this driver the study's only one and check that an existing study is this spec's.
 
@@ -324,38 +310,3 @@ def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Pat
         T.log_metrics(client, parent_id, {N.BEST_VAL_F1: float(best["val_f1_mean"])}, step=0)
     client.set_terminated(parent_id, status="FINISHED" if not errors else "FAILED")
     return summary
-
-
-def load_saved_study(name_or_path: str) -> StudySpec:
-    """A study by output folder, or by name under ./runs; its spec as saved when it started."""
-    path = Path(name_or_path)
-    folder = path if path.is_dir() else Path("runs") / name_or_path
-    saved = folder / STUDY_FILE
-    if not saved.is_file():
-        raise SpecError(f"{name_or_path}: no study found (looked for {saved.resolve()})")
-    return from_dict(StudySpec, yaml.safe_load(saved.read_text(encoding="utf-8")), str(saved))
-
-
-def study_status(spec: StudySpec) -> dict:
-    """Trials done, running, pending and failed, and the best so far, read from MLflow: one run per trial
-    (the children of the study's parent run), so no count exceeds the study's trials."""
-    out = Path(spec.output)
-    uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    parent = _parent_run(uri, spec)
-    runs = {}
-    if parent is not None:
-        for r in sorted(_children(T.MlflowClient(uri), parent), key=lambda r: r.info.start_time):
-            runs[r.data.tags.get(TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
-    counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
-    best = None
-    for r in runs.values():
-        counts[r.info.status] = counts.get(r.info.status, 0) + 1
-        f1 = r.data.metrics.get(N.BEST_VAL_F1, r.data.metrics.get(N.VAL_F1))
-        if f1 is not None and (best is None or f1 > best[0]):
-            t = r.data.tags
-            best = (f1, t.get(TRIAL_TAG), t.get("plm"), t.get("loss"), t.get("penalty"),
-                    f"{t.get('plm')} | {t.get('loss')} | λ={t.get('penalty')}")
-    total = grid_size(spec)
-    return {"study": spec.name, "total": total, "done": counts["FINISHED"], "running": counts["RUNNING"],
-            "interrupted": counts["KILLED"], "failed": counts["FAILED"], "pending": max(0, total - len(runs)),
-            "best": None if best is None else dict(zip(("val_f1", "trial", "plm", "loss", "penalty", "config"), best))}

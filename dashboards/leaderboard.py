@@ -113,6 +113,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
             "start_time": start, "task": t.get("task"), "seed_recipe": is_seed_recipe(p, t),
+            "artifact_uri": r.info.artifact_uri,
         }
         for axis, value in point.items():  # other searched axes (lr, batch_size, loss_w_*, ...)
             if axis not in NAMED_AXES and axis != SEED_AXIS:

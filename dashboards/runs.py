@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow.entities import RunInfo
 
@@ -90,3 +91,19 @@ def _sql_children(store, experiment_id: str, parent_run_id: str) -> list[StoredR
                 f"AND run_uuid IN ({_CHILDREN}) GROUP BY run_uuid"), args):
             runs[uuid].best_val_f1_so_far = float(best)
     return list(runs.values())
+
+
+def run_file(client, run_id: str, path: str, dst: str, artifact_uri: str | None = None) -> str:
+    """A local path to the run's artifact ``path``: the file itself when the run's artifacts are on this
+    machine (a study's own ``mlartifacts``: read in place, no lookup of the run), else a download into ``dst``.
+    Raises as ``download_artifacts`` does when the artifact is missing."""
+    from urllib.parse import unquote, urlparse
+
+    if artifact_uri:
+        u = urlparse(artifact_uri)
+        local = unquote(u.path) if u.scheme == "file" else artifact_uri if u.scheme == "" else None
+        if local:
+            f = Path(local) / path
+            if f.is_file():
+                return str(f)
+    return client.download_artifacts(run_id, path, dst)

@@ -30,9 +30,11 @@ from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
 from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_everything, train_batches, train_epoch, weights
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
-from nerlab.platform.timeline import mark
 from nerlab.platform.run_spec import RunSpec
+from nerlab.platform.timeline import mark
 from nerlab.platform.typed import from_dict
+
+mark("train_loop.imported")  # in a Train worker: its process is up and torch, transformers, Ray Train imported
 
 STATE_FILE = "state.json"
 FINAL_FILE = "final.json"  # in the last checkpoint only: the job is done, these are its final metrics

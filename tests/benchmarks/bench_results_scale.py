@@ -128,10 +128,11 @@ def build_store(folder: Path, n: int, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
-def run_verb(folder: Path, argv: list[str]) -> dict:
-    """Wall time and peak RSS of ``nerlab ARGV`` in a fresh process (``ru_maxrss`` via a wrapper)."""
+def run_verb(folder: Path, argv: list[str], code: str | None = None) -> dict:
+    """Wall time, CPU time and peak RSS of ``nerlab ARGV`` in a fresh process (``getrusage`` via a wrapper);
+    ``code``: a folder holding another ``nerlab`` package to run instead (an earlier commit)."""
     args = [a.format(folder=folder) for a in argv]
-    code = ("import resource, runpy, sys, time\n"
+    wrapper = ("import resource, runpy, sys, time\n"
             "sys.argv = ['nerlab'] + sys.argv[1:]\n"
             "t = time.perf_counter()\n"
             "try:\n"
@@ -140,16 +141,19 @@ def run_verb(folder: Path, argv: list[str]) -> dict:
             "    rc = e.code or 0\n"
             "else:\n"
             "    rc = 0\n"
-            "sys.stderr.write('\\nBENCH %f %d %d\\n' % (time.perf_counter() - t, "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rc))\n")
+            "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+            "sys.stderr.write('\\nBENCH %f %d %d %f\\n' % (time.perf_counter() - t, u.ru_maxrss, rc, "
+            "u.ru_utime + u.ru_stime))\n")
+    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
     start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env,
+                       cwd=code or None)
     wall = time.perf_counter() - start
     line = [x for x in p.stderr.splitlines() if x.startswith("BENCH ")]
     if p.returncode != 0 or not line or line[-1].split()[3] != "0":
         sys.exit(f"nerlab {' '.join(args)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-    _, inner, rss, _ = line[-1].split()
-    return {"wall_s": wall, "verb_s": float(inner), "peak_rss_mib": int(rss) / 1024}
+    _, inner, rss, _, cpu = line[-1].split()
+    return {"wall_s": wall, "verb_s": float(inner), "cpu_s": float(cpu), "peak_rss_mib": int(rss) / 1024}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--out", help="keep the stores here (default: a temporary folder); an existing store is reused")
     ap.add_argument("--verbs", nargs="+", choices=list(VERBS), default=list(VERBS))
+    ap.add_argument("--compare", help="a folder holding an earlier nerlab (e.g. `git archive COMMIT` under "
+                    "DIR/nerlab): each verb runs with it, then with this checkout, interleaved")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([50, 100] if args.smoke else [200, 2000])
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-results-"))
@@ -171,16 +177,21 @@ def main(argv: list[str] | None = None) -> int:
             fig["build_s"][str(n)] = build_store(folder, n)
             print(f"store of {n} trial runs built in {fig['build_s'][str(n)]:.0f} s", flush=True)
         for verb in args.verbs:
+            if args.compare:
+                b = run_verb(folder, VERBS[verb], args.compare)
+                fig.setdefault("before", {}).setdefault(verb, {})[str(n)] = b
+                print(f"{verb:14} N={n:5}  before {b['wall_s']:6.2f} s wall, {b['cpu_s']:6.2f} s CPU, "
+                      f"peak RSS {b['peak_rss_mib']:.0f} MiB", flush=True)
             r = run_verb(folder, VERBS[verb])
             fig["verbs"].setdefault(verb, {})[str(n)] = r
-            print(f"{verb:14} N={n:5}  {r['wall_s']:6.2f} s (verb {r['verb_s']:.2f} s)  peak RSS {r['peak_rss_mib']:.0f} MiB",
-                  flush=True)
+            print(f"{verb:14} N={n:5}  {r['wall_s']:6.2f} s wall, {r['cpu_s']:6.2f} s CPU (verb {r['verb_s']:.2f} s), "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
     lo, hi = str(min(sizes)), str(max(sizes))
     for verb, by in fig["verbs"].items():
-        # growth beyond the fixed start-up (imports): the verb's own seconds, hi over lo, against N's ratio
-        by["growth"] = by[hi]["verb_s"] / max(by[lo]["verb_s"], 1e-9)
+        # growth of the CPU seconds (start-up and imports included), hi over lo, against N's ratio
+        by["growth"] = by[hi]["cpu_s"] / max(by[lo]["cpu_s"], 1e-9)
     fig["n_ratio"] = int(hi) / int(lo)
-    print(f"growth of each verb's own time from N={lo} to N={hi} (N grows {fig['n_ratio']:.0f}x): "
+    print(f"growth of each verb's CPU time from N={lo} to N={hi} (N grows {fig['n_ratio']:.0f}x): "
           + ", ".join(f"{v} {by['growth']:.1f}x" for v, by in fig["verbs"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))

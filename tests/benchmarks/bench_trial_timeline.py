@@ -38,7 +38,8 @@ PHASES = [
     ("Tune: schedule + trial actor", "study.ray_started", "trial.start", "Tuner built, trial created, actor process started, trainable unpickled"),
     ("trial MLflow run opened", "trial.start", "trial.run_opened", "find run, create run, params, tags (through the server)"),
     ("trainer built", "trial.run_opened", "job.fit_start", "TorchTrainer, configs"),
-    ("Train controller + worker group", "job.fit_start", "worker.start", "controller actor, placement group, worker actor, torch process group, train fn unpickled"),
+    ("Train controller + worker process up", "job.fit_start", "worker.imported", "controller actor, placement group, worker actor process, its imports (torch, transformers, Ray Train)"),
+    ("process group + train fn start", "worker.imported", "worker.start", "torch process group, train fn unpickled and called"),
     ("tokenizer", "worker.start", "worker.tokenizer_loaded", "load_tokenizer"),
     ("data read + encoded", "worker.tokenizer_loaded", "worker.data_encoded", "train + val read and tokenised"),
     ("model + optimiser", "worker.data_encoded", "worker.model_built", "MultiTaskTagger.from_plm, optimiser, schedule"),
@@ -76,9 +77,11 @@ def run_once(root: Path, sentences: int, tag: str) -> dict[str, float]:
     if p.returncode != 0:
         sys.exit(f"study failed ({p.returncode}):\n{p.stderr[-3000:]}")
     ev: dict[str, float] = {"wall.start": t0, "wall.end": t1}
-    for line in marks.read_text().splitlines():
-        r = json.loads(line)
+    lines = [json.loads(line) for line in marks.read_text().splitlines()]
+    for r in lines:
         ev.setdefault(r["event"], r["t"])  # the first time each phase is reached (one epoch, one trial)
+    worker = next(r["pid"] for r in lines if r["event"] == "worker.start")
+    ev.update({"worker.imported": r["t"] for r in lines if r["event"] == "train_loop.imported" and r["pid"] == worker})
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")

@@ -26,6 +26,7 @@ import numpy as np
 from nerlab.dashboards.leaderboard import (
     TEST, VAL, higher_is_better, in_config, leaderboard_frame, metric_key, quiet_downloads, trial_frame,
 )
+from nerlab.dashboards.runs import run_file
 from nerlab.models import names as N
 from nerlab.models.scoring import check_aligned, sentence_spans
 from nerlab.models.wojood import Sentence, read_file
@@ -121,14 +122,18 @@ def _split_of(key: str) -> str | None:
     return None
 
 
-def _config_runs(trials, cfg) -> list[str]:
-    return list(trials.loc[in_config(trials, cfg) & trials["val_f1"].notna(), "run_id"])
+def _config_runs(trials, cfg) -> list[tuple[str, str | None]]:
+    """(run id, artifact URI) of the configuration's scored trials."""
+    mine = trials.loc[in_config(trials, cfg) & trials["val_f1"].notna()]
+    uris = mine["artifact_uri"] if "artifact_uri" in mine else [None] * len(mine)
+    return list(zip(mine["run_id"], uris))
 
 
-def _counts_for(client, run_ids: list[str], split: str, gold: list[Sentence], task: str, tmp: Path) -> list[np.ndarray]:
+def _counts_for(client, runs: list[tuple[str, str | None]], split: str, gold: list[Sentence], task: str,
+                tmp: Path) -> list[np.ndarray]:
     out = []
-    for rid in run_ids:
-        path = client.download_artifacts(rid, N.predictions_file(split), str(tmp / rid))
+    for rid, uri in runs:
+        path = run_file(client, rid, N.predictions_file(split), str(tmp / rid), uri)
         out.append(sentence_counts(gold, read_file(path, task=task), task))
     return out
 

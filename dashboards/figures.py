@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from nerlab.dashboards.leaderboard import in_config, quiet_downloads
+from nerlab.dashboards.runs import run_file
 from nerlab.models import names as N
 
 MAX_HEATMAPS = 6  # more distinct λ than this (a continuous Optuna axis): one heatmap over all λ
@@ -119,9 +120,9 @@ def penalty_effect(trials: pd.DataFrame, out: Path) -> dict:
             "caption": "Dots: trials (seeds); lines: mean ± std over seeds at each λ."}
 
 
-def _val_report(client, run_id: str, tmp: Path) -> dict | None:
+def _val_report(client, run_id: str, tmp: Path, artifact_uri: str | None = None) -> dict | None:
     try:
-        path = client.download_artifacts(run_id, N.report_file("val"), str(tmp))
+        path = run_file(client, run_id, N.report_file("val"), str(tmp), artifact_uri)
     except Exception:  # a trial stopped early has no final report
         return None
     return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -133,8 +134,10 @@ def per_type(client, board: pd.DataFrame, trials: pd.DataFrame, out: Path, top_k
     rows = {}
     with tempfile.TemporaryDirectory() as d, quiet_downloads():
         for i, (_, cfg) in enumerate(top.iterrows()):
-            run_ids = [r for r in trials.loc[in_config(trials, cfg), "run_id"]]
-            reports = [r for r in (_val_report(client, rid, Path(d) / f"{i}-{n}") for n, rid in enumerate(run_ids)) if r]
+            mine = trials.loc[in_config(trials, cfg)]
+            uris = mine["artifact_uri"] if "artifact_uri" in mine else [None] * len(mine)
+            reports = [r for r in (_val_report(client, rid, Path(d) / f"{i}-{n}", uri)
+                                   for n, (rid, uri) in enumerate(zip(mine["run_id"], uris))) if r]
             if reports:
                 per = pd.DataFrame([{t: s["f1"] for t, s in r["per_type"].items()} for r in reports]).mean()
                 rows[f"#{i + 1} {cfg['config']}"] = per

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 
+from nerlab.dashboards.runs import study_runs  # noqa: F401 (re-exported)
 from nerlab.dashboards.seed_table import RECIPE_NOTE, has_seed, is_seed_recipe, seed_columns, seed_text
 from nerlab.models import names as N
 from nerlab.models.names import BEST_VAL_F1 as VAL  # the best epoch's validation micro-F1 (the selected one)
@@ -37,18 +38,6 @@ def higher_is_better(metric: str) -> bool:
     """F1, precision, recall, throughput: higher is better; a loss or a time: lower is better."""
     key = metric_key(metric)
     return not ("loss" in key or key.endswith(("seconds", "_s")))
-
-
-def study_runs(client, experiment_id: str, parent_run_id: str) -> list:
-    """The trial runs of a study: the children of its parent run."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], f"tags.`{N.PARENT_RUN_TAG}` = '{parent_run_id}'",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 @contextmanager
@@ -92,6 +81,9 @@ def _best_val(client, run) -> float | None:
         return m[VAL]
     if VAL_EPOCH not in m:
         return None
+    so_far = getattr(run, "best_val_f1_so_far", None)  # read with the run (dashboards/runs.py), else one call
+    if so_far is not None:
+        return so_far
     return max(x.value for x in client.get_metric_history(run.info.run_id, VAL_EPOCH))
 
 
@@ -121,6 +113,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
             "start_time": start, "task": t.get("task"), "seed_recipe": is_seed_recipe(p, t),
+            "artifact_uri": r.info.artifact_uri,
         }
         for axis, value in point.items():  # other searched axes (lr, batch_size, loss_w_*, ...)
             if axis not in NAMED_AXES and axis != SEED_AXIS:

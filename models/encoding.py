@@ -144,15 +144,22 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, bucket_
                      ) -> list[list[int]]:
     """Shuffle, sort by length inside pools of ``bucket_batches`` batches, cut, shuffle the batches.
 
-    Windows of similar length share a batch (little padding) while the order stays random per seed.
+    Windows of similar length share a batch (little padding) while the order stays random per seed. A last
+    pool shorter than half a pool joins the one before: sorted on its own, a few hundred windows leave wide
+    gaps between neighbours (on the Wojood sample, 314 windows after a pool of 800 cost 7 points of padding
+    efficiency at batch 16). The order depends on the lengths, the batch size and the seed alone, so a
+    resumed job sees the same batches.
     """
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     pool = batch_size * bucket_batches
+    starts = list(range(0, len(order), pool))
+    if len(starts) > 1 and len(order) - starts[-1] < pool // 2:
+        starts.pop()
     batches = []
-    for p in range(0, len(order), pool):
-        chunk = sorted(order[p:p + pool], key=lambda i: lengths[i])
+    for a, b in zip(starts, starts[1:] + [len(order)]):
+        chunk = sorted(order[a:b], key=lambda i: lengths[i])
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches

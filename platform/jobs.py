@@ -25,6 +25,7 @@ from nerlab.platform import tracking as T
 from nerlab.platform.mlflow_server import free_port
 from nerlab.platform.prepare import Inputs, check_store, check_writable, prepare, validate_files
 from nerlab.platform.run_spec import RunSpec
+from nerlab.platform.timeline import mark
 from nerlab.platform.train_loop import Job, train_fn_per_worker
 from nerlab.platform.typed import UsageError, to_dict
 
@@ -154,7 +155,9 @@ def run_job(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str, stora
             callbacks=()) -> ray.train.Result:
     job = Job(spec=spec, train=inputs.train, val=inputs.val, test=inputs.test, plm=inputs.plm,
               tracking_uri=tracking_uri, run_id=run_id)
-    return build_trainer(job, storage, name, callbacks).fit()
+    trainer = build_trainer(job, storage, name, callbacks)
+    mark("job.fit_start")
+    return trainer.fit()
 
 
 RUN_FILE = "run.yaml"  # the resolved spec of the job in its output folder

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from ray import tune
-
 from nerlab.platform.run_spec import LossSpec, RunSpec
 from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec
 
 
 def _axis(values, mode: str):
     """A list becomes a grid axis (grid) or a categorical choice (optuna); a range becomes a distribution."""
+    from ray import tune  # here, not at the top: reading a study (status, results) needs no Ray
+
     if isinstance(values, dict):
         kind, (lo, hi) = next(iter(values.items()))
         return tune.loguniform(lo, hi) if kind == "log_uniform" else tune.uniform(lo, hi)

@@ -23,9 +23,11 @@ from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
-from nerlab.platform.search_space import grid_size, param_space, trial_run_name, trial_run_spec
+from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
-from nerlab.platform.typed import SpecError, UsageError, from_dict
+from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
+from nerlab.platform.timeline import mark
+from nerlab.platform.typed import UsageError
 
 METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
@@ -60,6 +62,7 @@ class StudyContext:
 def trial_driver(config: dict, ctx: StudyContext) -> None:
     spec = ctx.spec
     trial_id = tune.get_context().get_trial_id()
+    mark("trial.start", trial=trial_id)
     point = dict(config)
     run, loss_name = trial_run_spec(spec, point, trial_id)
     inputs = Inputs(**ctx.data, plm=ctx.plms[point["plm"]])
@@ -78,9 +81,12 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
                              extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags},
                              run_name=trial_run_name(point, loss_name))
     T.log_params(client, mlrun.info.run_id, {"trial": point})
+    mark("trial.run_opened", trial=trial_id)
     result = run_job(run, inputs, uri, mlrun.info.run_id, ctx.storage,
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
+    mark("trial.fit_returned", trial=trial_id)
     finish_job(client, mlrun.info.run_id, result, model_dest=None)
+    mark("trial.end", trial=trial_id)
 
 
 class CloseTrialRuns(tune.Callback):
@@ -190,11 +196,13 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
     check_store(store_uri, f"{source}: tracking.tracking_uri")
     if spec.data.synth is None:  # bad data fails here, before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    mark("study.start")
     with ExitStack() as stack:
         done = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
         data, plms = _prepare_inputs(spec)
+        mark("study.prepared")
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
@@ -216,19 +224,23 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
+        mark("study.server_and_parent_run")
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
+        mark("study.ray_started")
         callbacks = [CloseTrialRuns(ctx, exp_id)]
         restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:
             results = _tuner(spec, ctx, out, callbacks, restore).fit()
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: the study and its open trials
-            for run in _children(client, parent):
+            for run in trial_runs(client, parent):
                 if run.info.status == "RUNNING":
                     client.set_terminated(run.info.run_id, status="KILLED")
             client.set_terminated(parent.info.run_id, status="KILLED")
             raise
+        mark("study.tune_done")
         summary = _finish_study(client, spec, parent.info.run_id, exp_id, out, results)
+        mark("study.finished")
     return summary
 
 
@@ -241,21 +253,6 @@ def _digest(spec: StudySpec) -> str:
     return ownership.digest(T.flatten(T.spec_params(spec)))
 
 
-def _parent_run(store_uri: str, spec: StudySpec):
-    """The study's parent run in its store, or None (a store that does not exist yet is not created)."""
-    if store_uri.startswith("sqlite:///") and not Path(store_uri[len("sqlite:///"):]).is_file():
-        return None
-    client = T.MlflowClient(store_uri)
-    exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
-    return None if exp is None else T.find_run(client, exp.experiment_id, PARENT_TAG, spec.name)
-
-
-def _children(client, parent) -> list:
-    """The trial runs of a study: the children of its parent run."""
-    return client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                              max_results=50000)
-
-
 def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, replace_old: bool) -> dict | None:
     """Make this driver the study's only one and check that an existing study is this spec's.
 
@@ -266,7 +263,7 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
     out = Path(spec.output)
     what = f"study {spec.name} ({out})"
     stack.enter_context(ownership.FolderLock(out, what))
-    parent = _parent_run(store_uri, spec)
+    parent = parent_run(store_uri, spec)
     saved = out / STUDY_FILE
     if saved.is_file():
         old = T.flatten(T.spec_params(load_saved_study(str(out))))
@@ -314,38 +311,3 @@ def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Pat
         T.log_metrics(client, parent_id, {N.BEST_VAL_F1: float(best["val_f1_mean"])}, step=0)
     client.set_terminated(parent_id, status="FINISHED" if not errors else "FAILED")
     return summary
-
-
-def load_saved_study(name_or_path: str) -> StudySpec:
-    """A study by output folder, or by name under ./runs; its spec as saved when it started."""
-    path = Path(name_or_path)
-    folder = path if path.is_dir() else Path("runs") / name_or_path
-    saved = folder / STUDY_FILE
-    if not saved.is_file():
-        raise SpecError(f"{name_or_path}: no study found (looked for {saved.resolve()})")
-    return from_dict(StudySpec, yaml.safe_load(saved.read_text(encoding="utf-8")), str(saved))
-
-
-def study_status(spec: StudySpec) -> dict:
-    """Trials done, running, pending and failed, and the best so far, read from MLflow: one run per trial
-    (the children of the study's parent run), so no count exceeds the study's trials."""
-    out = Path(spec.output)
-    uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    parent = _parent_run(uri, spec)
-    runs = {}
-    if parent is not None:
-        for r in sorted(_children(T.MlflowClient(uri), parent), key=lambda r: r.info.start_time):
-            runs[r.data.tags.get(TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
-    counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
-    best = None
-    for r in runs.values():
-        counts[r.info.status] = counts.get(r.info.status, 0) + 1
-        f1 = r.data.metrics.get(N.BEST_VAL_F1, r.data.metrics.get(N.VAL_F1))
-        if f1 is not None and (best is None or f1 > best[0]):
-            t = r.data.tags
-            best = (f1, t.get(TRIAL_TAG), t.get("plm"), t.get("loss"), t.get("penalty"),
-                    f"{t.get('plm')} | {t.get('loss')} | λ={t.get('penalty')}")
-    total = grid_size(spec)
-    return {"study": spec.name, "total": total, "done": counts["FINISHED"], "running": counts["RUNNING"],
-            "interrupted": counts["KILLED"], "failed": counts["FAILED"], "pending": max(0, total - len(runs)),
-            "best": None if best is None else dict(zip(("val_f1", "trial", "plm", "loss", "penalty", "config"), best))}

@@ -31,7 +31,10 @@ from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_eve
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
+from nerlab.platform.timeline import mark
 from nerlab.platform.typed import from_dict
+
+mark("train_loop.imported")  # in a Train worker: its process is up and torch, transformers, Ray Train imported
 
 STATE_FILE = "state.json"
 FINAL_FILE = "final.json"  # in the last checkpoint only: the job is done, these are its final metrics
@@ -188,6 +191,7 @@ class RankZeroLog:
 
 
 def train_fn_per_worker(config: dict) -> None:
+    mark("worker.start")
     job = Job.from_config(config)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -203,9 +207,11 @@ def train_fn_per_worker(config: dict) -> None:
     seed_everything(cfg.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
 
     tokenizer = load_tokenizer(job.plm, spec.model.trust_remote_code)
+    mark("worker.tokenizer_loaded")
     schema = LabelSchema.wojood(spec.task)
     train_s, train_w = _corpus(job.train, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     val_s, val_w = _corpus(job.val, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
+    mark("worker.data_encoded")
     model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
                cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None)
@@ -213,6 +219,7 @@ def train_fn_per_worker(config: dict) -> None:
     steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
     w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     w.scaler = torch.amp.GradScaler(device.type, enabled=w.dtype is torch.float16)
+    mark("worker.model_built")
     state, best = LoopState(), None
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -230,6 +237,7 @@ def train_fn_per_worker(config: dict) -> None:
             N.PRECISION_TAG: str(w.dtype).removeprefix("torch.") if w.dtype else "fp32"})
         for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
             w.log.epoch(entry)
+    mark("worker.setup_done")
 
     while not state.stopped and state.epoch < cfg.epochs:
         epoch = state.epoch + 1
@@ -239,7 +247,9 @@ def train_fn_per_worker(config: dict) -> None:
         order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
         batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
         lr = w.sched.get_last_lr()[0]
+        mark("worker.epoch_start", epoch=epoch)
         stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
+        mark("worker.epoch_trained", epoch=epoch)
         tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(tokens)
@@ -250,9 +260,12 @@ def train_fn_per_worker(config: dict) -> None:
         if state.update(cfg, epoch, report.micro.f1, entry["metrics"].get(N.VAL_LOSS)):
             best = weights(model, "cpu")
         state.history.append(entry)
+        mark("worker.epoch_scored", epoch=epoch)
         _report_epoch(w, entry, state, best)
+        mark("worker.epoch_reported", epoch=epoch)
         if w.log:
             w.log.epoch(entry)
+        mark("worker.epoch_logged", epoch=epoch)
 
     _finish(w, state, best, val_s, val_w)
 
@@ -275,6 +288,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
     if best is not None:
         w.model.load_state_dict(best)
     val_report, val_pred = w.evaluate(val_s, val_w)
+    mark("worker.final_val_scored")
     test_report = test_pred = None
     if job.test:
         spec = job.spec
@@ -282,6 +296,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                                                      spec.model.max_length))
     final = {N.TUNE_EPOCH: state.epoch, N.TUNE_BEST_EPOCH: state.best_epoch, N.TUNE_VAL_F1: val_report.micro.f1,
              N.TUNE_TEST_F1: test_report.micro.f1 if test_report else -1.0, N.TUNE_FINAL: True}
+    mark("worker.final_test_scored")
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if w.rank == 0:
@@ -292,6 +307,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
             if test_report:
                 metrics[N.TEST_F1] = test_report.micro.f1
                 metrics.update({N.TEST_TYPE_F1.format(t): s.f1 for t, s in test_report.per_type.items()})
+            mark("worker.outputs_written")
             T.log_metrics(log.client, log.run_id, metrics, step=state.epoch)
             for sub in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR, N.MODEL_DIR):
                 log.artifacts(out / sub, sub)
@@ -304,7 +320,9 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                            step=state.epoch)
             (out / FINAL_FILE).write_text(json.dumps(final))
             ckpt = ray.train.Checkpoint.from_directory(d)
+            mark("worker.artifacts_logged")
         ray.train.report(final, checkpoint=ckpt)
+        mark("worker.final_reported")
 
 
 def _write_outputs(out: Path, spec: RunSpec, schema, val_report, val_pred, test_report, test_pred) -> None:

@@ -12,6 +12,8 @@ if [ "${1:-}" = "--smoke" ]; then
   python $B/bench_batching.py --smoke --json "$R/batching.json"
   python $B/bench_train_loop.py --smoke --json "$R/train_loop.json"
   python $B/bench_study.py --smoke --json "$R/study.json"
+  python $B/bench_trial_timeline.py --smoke --json "$R/trial_timeline.json"
+  python $B/bench_results_scale.py --smoke --json "$R/results_scale.json"
   python $B/bench_seed_recipe.py --smoke --json "$R/seed_recipe.json"
   python $B/bench_gpu.py --smoke --json "$R/gpu-smoke.json"
   python $B/bench_gpu_memory.py --smoke --json "$R/gpu-memory-smoke.json"
@@ -23,6 +25,9 @@ mkdir -p "$R"
 python $B/bench_batching.py --json "$R/batching.json"
 python $B/bench_train_loop.py --json "$R/train_loop.json"
 python $B/bench_study.py --json "$R/study.json"
+python $B/bench_trial_timeline.py --json "$R/trial_timeline.json"
+# before/after figures: add --compare DIR, DIR/nerlab holding `git archive` of the commit to compare with
+python $B/bench_results_scale.py --json "$R/results_scale.json"
 python $B/bench_seed_recipe.py --json "$R/seed_recipe.json"
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   python $B/bench_gpu.py --json "$R/gpu.json"

@@ -26,7 +26,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from nerlab.platform.study import load_saved_study, study_status
+    from nerlab.platform.study_state import load_saved_study, study_status
 
     st = study_status(load_saved_study(args.study))
     if args.json:

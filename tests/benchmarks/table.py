@@ -71,6 +71,34 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                  f"epochs trained, in completion order, until a trial is within 1 F1 point of the grid's best; "
                  f"{s['search_trials']} TPE samples per search, {s['search_stopped_early']} trials stopped early in all "
                  "(`bench_study.py`)")]
+    tl = load(folder, "trial_timeline")
+    if tl:
+        ph = tl["phases"]
+        top = sorted(((v, k) for k, v in ph.items()), reverse=True)[:5]
+        out.append(("trial timeline: trial start -> first training step",
+                    f"{tl['trial_start_to_first_step_s']:.1f} s (Train controller + worker process up "
+                    f"{ph.get('Train controller + worker process up', ph.get('Train controller + worker group', 0)):.1f} s, "
+                    f"model + optimiser {ph['model + optimiser']:.1f} s, "
+                    f"run opened {ph['trial MLflow run opened']:.1f} s); after the last epoch {tl['after_last_epoch_s']:.1f} s "
+                    f"(Train shutdown {ph['Train shutdown']:.1f} s)",
+                    f"1-trial 1-epoch study, phase timestamps of the study driver, trial driver and Train worker, median "
+                    f"of {tl['repeats']} (`bench_trial_timeline.py`)"))
+        out.append(("trial timeline: largest phases of a 1-trial study", ", ".join(f"{k} {v:.1f} s" for v, k in top)
+                    + f" (study wall {tl['wall_s']:.0f} s, trial training steps {ph['training steps']:.1f} s)",
+                    "the same run (`bench_trial_timeline.py`); the breakdown per phase is in its JSON"))
+    rs = load(folder, "results_scale")
+    if rs:
+        lo, hi = (str(n) for n in (min(rs["sizes"]), max(rs["sizes"])))
+        for verb, by in rs["verbs"].items():
+            b = rs.get("before", {}).get(verb)
+            was = (f"; before: {b[lo]['cpu_s']:.1f} / {b[hi]['cpu_s']:.1f} s, {b[lo]['peak_rss_mib']:.0f} / "
+                   f"{b[hi]['peak_rss_mib']:.0f} MiB (**{b[hi]['cpu_s'] / by[hi]['cpu_s']:.2f}x** at {int(hi):,})") if b else ""
+            out.append((f"`{verb}` at {int(lo):,} / {int(hi):,} trial runs",
+                        f"{by[lo]['cpu_s']:.1f} / {by[hi]['cpu_s']:.1f} s CPU ({by[lo]['wall_s']:.1f} / {by[hi]['wall_s']:.1f} s "
+                        f"wall), peak RSS {by[lo]['peak_rss_mib']:.0f} / {by[hi]['peak_rss_mib']:.0f} MiB{was}",
+                        "synthetic SQLite store (tags, params, 5 epochs of metrics, artifacts as a study logs them), the "
+                        "verb in a fresh process, CPU seconds incl. imports, before/after interleaved; goal <= 5 s at "
+                        "2,000 (`bench_results_scale.py`)"))
     sr = load(folder, "seed_recipe")
     if sr:
         how = (f"real Wojood sample, nested, tiny BERT {sr['layers']}x{sr['hidden']} from scratch, {sr['epochs']} epochs, "

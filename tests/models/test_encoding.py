@@ -222,6 +222,17 @@ def test_bucketed_batches_are_a_deterministic_permutation(sample_lengths: list[i
     assert a != bucketed_batches(sample_lengths, 16, seed=2)
 
 
+def test_a_short_last_pool_is_sorted_with_the_pool_before() -> None:
+    # Pools of 2 batches x 2 windows: 5 windows make a pool of 4 and a last one of 1 (under half a pool),
+    # which joins the first: one sorted pool, so the batches hold neighbours in length.
+    lengths = [50, 1, 40, 2, 45]
+    for seed in range(5):
+        batches = bucketed_batches(lengths, 2, seed=seed, bucket_batches=2)
+        assert sorted(sorted(lengths[i] for i in b) for b in batches) == [[1, 2], [40, 45], [50]]
+    # A last pool of half a pool or more stays a pool of its own.
+    assert max(len(b) for b in bucketed_batches(list(range(6)), 2, seed=0, bucket_batches=2)) == 2
+
+
 def test_bucketing_pads_less_than_random_order(sample_lengths: list[int]) -> None:
     for bs in (16, 32):
         bucketed = np.mean([padding_efficiency(sample_lengths, bucketed_batches(sample_lengths, bs, s))

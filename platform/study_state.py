@@ -1,0 +1,71 @@
+"""What a study's store says about it (its saved spec, parent run, trial runs, status), without Ray.
+
+``nerlab study status`` and the results verbs read a study here; importing ``study.py`` (Ray Tune, Ray
+Train, the trial driver) would cost seconds for nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from nerlab.models import names as N
+from nerlab.platform import tracking as T
+from nerlab.platform.search_space import grid_size
+from nerlab.platform.study_spec import StudySpec
+from nerlab.platform.typed import SpecError, from_dict
+
+STUDY_FILE = N.STUDY_FILE
+STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
+
+
+def parent_run(store_uri: str, spec: StudySpec):
+    """The study's parent run in its store, or None (a store that does not exist yet is not created)."""
+    if store_uri.startswith("sqlite:///") and not Path(store_uri[len("sqlite:///"):]).is_file():
+        return None
+    client = T.MlflowClient(store_uri)
+    exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+    return None if exp is None else T.find_run(client, exp.experiment_id, PARENT_TAG, spec.name)
+
+
+def trial_runs(client, parent) -> list:
+    """The trial runs of a study: the children of its parent run (one query per table on a SQL store)."""
+    from nerlab.dashboards.runs import study_runs
+
+    return study_runs(client, parent.info.experiment_id, parent.info.run_id)
+
+
+def load_saved_study(name_or_path: str) -> StudySpec:
+    """A study by output folder, or by name under ./runs; its spec as saved when it started."""
+    path = Path(name_or_path)
+    folder = path if path.is_dir() else Path("runs") / name_or_path
+    saved = folder / STUDY_FILE
+    if not saved.is_file():
+        raise SpecError(f"{name_or_path}: no study found (looked for {saved.resolve()})")
+    return from_dict(StudySpec, yaml.safe_load(saved.read_text(encoding="utf-8")), str(saved))
+
+
+def study_status(spec: StudySpec) -> dict:
+    """Trials done, running, pending and failed, and the best so far, read from MLflow: one run per trial
+    (the children of the study's parent run), so no count exceeds the study's trials."""
+    out = Path(spec.output)
+    uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    parent = parent_run(uri, spec)
+    runs = {}
+    if parent is not None:
+        for r in sorted(trial_runs(T.MlflowClient(uri), parent), key=lambda r: r.info.start_time):
+            runs[r.data.tags.get(TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
+    counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
+    best = None
+    for r in runs.values():
+        counts[r.info.status] = counts.get(r.info.status, 0) + 1
+        f1 = r.data.metrics.get(N.BEST_VAL_F1, r.data.metrics.get(N.VAL_F1))
+        if f1 is not None and (best is None or f1 > best[0]):
+            t = r.data.tags
+            best = (f1, t.get(TRIAL_TAG), t.get("plm"), t.get("loss"), t.get("penalty"),
+                    f"{t.get('plm')} | {t.get('loss')} | λ={t.get('penalty')}")
+    total = grid_size(spec)
+    return {"study": spec.name, "total": total, "done": counts["FINISHED"], "running": counts["RUNNING"],
+            "interrupted": counts["KILLED"], "failed": counts["FAILED"], "pending": max(0, total - len(runs)),
+            "best": None if best is None else dict(zip(("val_f1", "trial", "plm", "loss", "penalty", "config"), best))}

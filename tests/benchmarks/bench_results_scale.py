@@ -1,0 +1,210 @@
+"""Benchmark: how the results verbs grow with a study's trials (time and peak memory).
+
+Builds, per size N, a study folder whose SQLite MLflow store holds a grid study's parent run and N trial
+child runs, logged synthetically through the MLflow client as a study writes them (``platform/jobs.py``
+``open_run``, ``platform/study.py``): tags plm/loss/penalty/seed/task, ``nerlab.trial``, ``nerlab.study``,
+``mlflow.parentRunId``; params ``trial.*``, ``resources.*``; per-epoch metrics for 5 epochs; and, for a
+finished trial, the final best/val/micro_f1, test/micro_f1, best_epoch, its val report and val predictions
+(a third of the trials are stopped early by "ASHA": epochs 1-2 only, no final metrics, no artifacts). The
+grid is 5 PLMs x 2 losses x 5 λ (50 configurations) x N/50 seeds.
+
+Then runs each verb as a user does, in its own process (``nerlab leaderboard``, ``nerlab report --no-log``,
+``nerlab select --dry-run``, ``nerlab study status``), and records its wall time and peak RSS
+(``ru_maxrss`` of the child). Goal: each <= 5 s at 2,000 runs, and linear or better from 200 to 2,000.
+
+Usage: ``python tests/benchmarks/bench_results_scale.py [--smoke] [--sizes 200 2000] [--json PATH] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_study import base_spec  # noqa: E402
+
+PLMS = ["tiny:2x32", "tiny:2x64", "tiny:4x32", "tiny:4x64", "tiny:2x128"]
+LOSSES = ["ce", "unified"]
+PENALTIES = [0.0, 1.0, 2.0, 5.0, 10.0]
+EPOCHS = 5
+TYPES = ["PERS", "ORG", "GPE", "LOC", "DATE", "NORP", "OCC", "FAC"]
+VERBS = {
+    "leaderboard": ["leaderboard", "{folder}"],
+    "report": ["report", "{folder}", "--no-log", "--out", "{folder}/report"],
+    "select": ["select", "{folder}", "--dry-run", "--name", "bench"],
+    "study status": ["study", "status", "{folder}"],
+}
+
+
+def build_store(folder: Path, n: int, seed: int = 0) -> float:
+    """The study folder with ``n`` trial runs; returns the seconds it took to log them."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from nerlab.models import names as N
+    from nerlab.models.synth import write_corpus
+    from nerlab.platform import tracking as T
+    from nerlab.platform.study_spec import StudySpec
+    from nerlab.platform.typed import from_dict
+
+    seeds = list(range(3407, 3407 + max(1, n // (len(PLMS) * len(LOSSES) * len(PENALTIES)))))
+    name = folder.name
+    spec_dict = {**base_spec(name, 200, EPOCHS), "output": str(folder),
+                 "search": {"mode": "grid", "plm": PLMS, "loss": LOSSES, "variance_penalty": PENALTIES, "seeds": seeds}}
+    spec = from_dict(StudySpec, spec_dict, "bench")
+    folder.mkdir(parents=True)
+    (folder / N.STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
+    corpus = write_corpus(folder / "prepared", 200, 0)
+    gold = Path(corpus["val"]).read_text(encoding="utf-8")
+    start = time.perf_counter()
+    client = MlflowClient(f"sqlite:///{folder / N.STORE_FILE}")
+    exp = client.create_experiment(name, artifact_location=(folder / "mlartifacts").as_uri())
+    parent = client.create_run(exp, run_name=name, tags={N.STUDY_RUN_TAG: name, N.KIND_TAG: "study"})
+    T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
+    client.log_text(parent.info.run_id, gold, f"{N.GOLD_DIR}/val.txt")
+    base_params = T.flatten(T.spec_params(spec.base_run()))
+    rng = random.Random(seed)
+    t0 = 1_700_000_000_000
+    i = 0
+    for s in seeds:
+        for plm in PLMS:
+            for loss in LOSSES:
+                for lam in PENALTIES:
+                    i += 1
+                    trial = f"{i:05d}"
+                    quality = 0.4 + 0.05 * PLMS.index(plm) + 0.02 * LOSSES.index(loss) - 0.005 * lam
+                    stopped = rng.random() < 1 / 3
+                    tags = {N.JOB_TAG: f"{name}/{trial}", N.TRIAL_TAG: trial, N.STUDY_TAG: name, "study": name,
+                            "trial": trial, "plm": plm, "loss": loss, "penalty": str(lam), "seed": str(s),
+                            "task": "nested", "git_commit": "bench", N.PARENT_RUN_TAG: parent.info.run_id,
+                            N.DEVICE_TAG: "cpu", N.PRECISION_TAG: "fp32"}
+                    if stopped:
+                        tags[N.STOPPED_EARLY_TAG] = "true"
+                    run = client.create_run(exp, run_name=trial, tags=tags, start_time=t0 + i * 1000)
+                    rid = run.info.run_id
+                    params = {**base_params, "trial.plm": plm, "trial.loss": loss, "trial.variance_penalty": str(lam),
+                              "trial.seed": str(s), "inputs.val": "/nonexistent/val.txt"}
+                    ps = [Param(k, v) for k, v in params.items()]
+                    metrics = []
+                    epochs = 2 if stopped else EPOCHS
+                    best = 0.0
+                    for e in range(1, epochs + 1):
+                        f1 = min(0.99, quality * (1 - 0.5 ** e) + rng.gauss(0, 0.01))
+                        best = max(best, f1)
+                        ts = t0 + i * 1000 + e * 100
+                        vals = {N.VAL_F1: f1, N.TRAIN_LOSS: 1.0 / e, N.EPOCH_SECONDS: 5.0, N.LR: 3e-3,
+                                N.TOKENS_PER_S: 2000.0, N.VAL_P: f1, N.VAL_R: f1, N.TRAIN_PENALTY: 0.0}
+                        vals.update({N.VAL_TYPE_F1.format(t): f1 for t in TYPES})
+                        metrics += [Metric(k, float(v), ts, e) for k, v in vals.items()]
+                    if not stopped:
+                        final = {N.BEST_EPOCH: epochs, N.BEST_VAL_F1: best, N.TEST_F1: best - 0.01}
+                        final.update({N.TEST_TYPE_F1.format(t): best for t in TYPES})
+                        metrics += [Metric(k, float(v), t0 + i * 1000 + 900, epochs) for k, v in final.items()]
+                    for j in range(0, len(ps), 100):
+                        client.log_batch(rid, params=ps[j:j + 100])
+                    for j in range(0, len(metrics), 1000):
+                        client.log_batch(rid, metrics=metrics[j:j + 1000])
+                    if not stopped:  # artifacts written where the store's artifact root puts them
+                        art = folder / "mlartifacts" / rid / "artifacts"
+                        (art / N.REPORTS_DIR).mkdir(parents=True)
+                        (art / N.PREDICTIONS_DIR).mkdir()
+                        rep = {"micro": {"f1": best}, "per_type": {t: {"f1": best, "precision": best, "recall": best,
+                                                                      "support": 10} for t in TYPES}}
+                        (art / N.report_file("val")).write_text(json.dumps(rep))
+                        (art / N.predictions_file("val")).write_text(gold, encoding="utf-8")
+                    client.set_terminated(rid, "FINISHED", end_time=t0 + i * 1000 + 950)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return time.perf_counter() - start
+
+
+def run_verb(folder: Path, argv: list[str], code: str | None = None) -> dict:
+    """Wall time, CPU time and peak RSS of ``nerlab ARGV`` in a fresh process (``getrusage`` via a wrapper);
+    ``code``: a folder holding another ``nerlab`` package to run instead (an earlier commit)."""
+    args = [a.format(folder=folder) for a in argv]
+    wrapper = ("import resource, runpy, sys, time\n"
+            "sys.argv = ['nerlab'] + sys.argv[1:]\n"
+            "t = time.perf_counter()\n"
+            "try:\n"
+            "    runpy.run_module('nerlab.platform.cli', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    rc = e.code or 0\n"
+            "else:\n"
+            "    rc = 0\n"
+            "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+            "sys.stderr.write('\\nBENCH %f %d %d %f\\n' % (time.perf_counter() - t, u.ru_maxrss, rc, "
+            "u.ru_utime + u.ru_stime))\n")
+    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
+    start = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env,
+                       cwd=code or None)
+    wall = time.perf_counter() - start
+    line = [x for x in p.stderr.splitlines() if x.startswith("BENCH ")]
+    if p.returncode != 0 or not line or line[-1].split()[3] != "0":
+        sys.exit(f"nerlab {' '.join(args)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    _, inner, rss, _, cpu = line[-1].split()
+    return {"wall_s": wall, "verb_s": float(inner), "cpu_s": float(cpu), "peak_rss_mib": int(rss) / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="50 and 100 runs: checks the script works")
+    ap.add_argument("--sizes", type=int, nargs="+", help="trial runs per store (default 200 2000)")
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--out", help="keep the stores here (default: a temporary folder); an existing store is reused")
+    ap.add_argument("--verbs", nargs="+", choices=list(VERBS), default=list(VERBS))
+    ap.add_argument("--compare", help="a folder holding an earlier nerlab (e.g. `git archive COMMIT` under "
+                    "DIR/nerlab): each verb runs with it, then with this checkout, interleaved")
+    ap.add_argument("--build", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.build:
+        build_store(Path(args.build[0]), int(args.build[1]))
+        return 0
+    sizes = args.sizes or ([50, 100] if args.smoke else [200, 2000])
+    root = Path(args.out or tempfile.mkdtemp(prefix="bench-results-"))
+    root.mkdir(parents=True, exist_ok=True)
+    fig: dict = {"smoke": args.smoke, "sizes": sizes, "epochs": EPOCHS, "verbs": {}, "build_s": {}}
+    for n in sizes:
+        folder = root / f"scale-{n}"
+        if not (folder / "mlflow.db").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            # In a child process: Linux keeps a process's peak RSS across exec, so a bench process grown by
+            # building the store would set a floor under every verb's figure it starts afterwards.
+            t = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--build", str(folder), str(n)], check=True)
+            fig["build_s"][str(n)] = time.perf_counter() - t
+            print(f"store of {n} trial runs built in {fig['build_s'][str(n)]:.0f} s", flush=True)
+        for verb in args.verbs:
+            if args.compare:
+                b = run_verb(folder, VERBS[verb], args.compare)
+                fig.setdefault("before", {}).setdefault(verb, {})[str(n)] = b
+                print(f"{verb:14} N={n:5}  before {b['wall_s']:6.2f} s wall, {b['cpu_s']:6.2f} s CPU, "
+                      f"peak RSS {b['peak_rss_mib']:.0f} MiB", flush=True)
+            r = run_verb(folder, VERBS[verb])
+            fig["verbs"].setdefault(verb, {})[str(n)] = r
+            print(f"{verb:14} N={n:5}  {r['wall_s']:6.2f} s wall, {r['cpu_s']:6.2f} s CPU (verb {r['verb_s']:.2f} s), "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    lo, hi = str(min(sizes)), str(max(sizes))
+    for verb, by in fig["verbs"].items():
+        # growth of the CPU seconds (start-up and imports included), hi over lo, against N's ratio
+        by["growth"] = by[hi]["cpu_s"] / max(by[lo]["cpu_s"], 1e-9)
+    fig["n_ratio"] = int(hi) / int(lo)
+    print(f"growth of each verb's CPU time from N={lo} to N={hi} (N grows {fig['n_ratio']:.0f}x): "
+          + ", ".join(f"{v} {by['growth']:.1f}x" for v, by in fig["verbs"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

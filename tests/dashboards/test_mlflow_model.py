@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nerlab.models import names as N
+from nerlab.platform import mlflow_server
 from nerlab.platform.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test may run the session's study
@@ -130,14 +130,7 @@ def test_mlflow_models_serve_answers_as_nerlab_predict(study, champion, tmp_path
             assert [a["tokens"] for a in answer] == sentences
             assert [a["tags"] for a in answer] == want
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
+        mlflow_server.stop(server)  # the whole process group: mlflow, uvicorn and its workers
         log.close()
 
 

@@ -236,10 +236,10 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
         source, model_id = f"models:/{models[-1]}", models[-1]
     else:  # a run logged before trials logged MLflow Models: its plain model folder
         source, model_id = f"{run.info.artifact_uri.rstrip('/')}/{N.MODEL_DIR}", None
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    from nerlab.dashboards.runs import process_tracking_uri
 
     # MLflow's SQL registry looks a models:/MODEL_ID source up through the process-wide tracking URI
-    with _use_tracking_uri(client._tracking_client.tracking_uri):
+    with process_tracking_uri(client._tracking_client.tracking_uri):
         version = client.create_model_version(name, source=source, run_id=choice.run_id, tags=tags,
                                               description=description, model_id=model_id)
     client.set_registered_model_alias(name, alias, version.version)

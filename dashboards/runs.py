@@ -10,6 +10,8 @@ client talks to directly) the same rows come back as plain tuples in four querie
 from __future__ import annotations
 
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,3 +109,23 @@ def run_file(client, run_id: str, path: str, dst: str, artifact_uri: str | None 
             if f.is_file():
                 return str(f)
     return client.download_artifacts(run_id, path, dst)
+
+
+@contextmanager
+def process_tracking_uri(uri: str):
+    """Point MLflow's process-wide tracking URI at ``uri`` for a call that ignores the client's (a logged
+    model's ``models:/ID`` or ``runs:/ID/NAME``), then put it back. MLflow's own ``_use_tracking_uri``
+    leaves ``MLFLOW_TRACKING_URI`` set in the environment when none was set before, so every process
+    started afterwards (a study's driver, its workers) would track into this store."""
+    from mlflow.tracking._tracking_service import utils
+
+    old_uri, old_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = old_uri
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env

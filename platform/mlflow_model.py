@@ -57,13 +57,14 @@ def log_tagger(folder: str | Path, run_id: str, tracking_uri: str, example: list
     import mlflow
     import pandas as pd
     from mlflow.models import Model
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from nerlab.dashboards.runs import process_tracking_uri
 
     code = importlib.util.find_spec("nerlab.platform.pyfunc_model").origin  # its path; MLflow copies and runs it
     # MLflow's logging reads the process-wide tracking URI and experiment (else the Default experiment, whose
     # artifacts may live elsewhere): the run's, for this call only
     experiment_id = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
-    with _use_tracking_uri(tracking_uri), _env(MLFLOW_EXPERIMENT_ID=experiment_id, MLFLOW_EXPERIMENT_NAME=None):
+    with process_tracking_uri(tracking_uri), _env(MLFLOW_EXPERIMENT_ID=experiment_id, MLFLOW_EXPERIMENT_NAME=None):
         return Model.log(artifact_path=None, name=N.PYFUNC_MODEL, flavor=mlflow.pyfunc, run_id=run_id, step=step,
                          python_model=code, artifacts={N.PYFUNC_ARTIFACT: str(folder)}, signature=signature(),
                          input_example=pd.DataFrame({"text": [" ".join(example)]}),

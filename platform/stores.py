@@ -148,9 +148,8 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
     """
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     from nerlab.dashboards.leaderboard import quiet_downloads
+    from nerlab.dashboards.runs import process_tracking_uri
     from nerlab.models.tagger import META_FILE
 
     if not model.startswith(("models:/", "runs:/")):
@@ -165,9 +164,9 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
             version = _model_version(c, model)
             source = c.get_model_version_download_uri(version.name, version.version) if version else \
                 c.get_logged_model(model[len("models:/"):].strip("/")).artifact_location
-        # _use_tracking_uri: MLflow resolves runs:/ID/NAME of a logged model (runs:/ID/tagger) through the
-        # process-wide tracking URI, whatever tracking_uri says
-        with quiet_downloads(), _use_tracking_uri(uri):
+        # MLflow resolves runs:/ID/NAME of a logged model (runs:/ID/tagger) through the process-wide
+        # tracking URI, whatever tracking_uri says
+        with quiet_downloads(), process_tracking_uri(uri):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                              tracking_uri=uri))
     except MlflowException as e:

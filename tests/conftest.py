@@ -3,6 +3,7 @@ with 2 CPUs, and spec files written from a base spec plus changes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,15 @@ def cli_verbs() -> list:
             for name, sub in action.choices.items():
                 yield from leaves(sub, prefix + (name,))
     return list(leaves(build_parser()))
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_leak():
+    """A test must leave MLFLOW_TRACKING_URI as it found it: MLflow's set_tracking_uri writes it into the
+    environment, and every study or job started later in this process's children would track into it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    if after != before:
+        os.environ.pop("MLFLOW_TRACKING_URI", None) if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
+        pytest.fail(f"the test left MLFLOW_TRACKING_URI={after!r} (was {before!r})")

@@ -70,12 +70,13 @@ def test_each_trial_logs_an_mlflow_model_the_registry_points_to(study, champion)
 def test_pyfunc_champion_tags_as_nerlab_predict(study, champion, tmp_path):
     import mlflow
     import pandas as pd
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from nerlab.dashboards.runs import process_tracking_uri
 
     _, name = champion
     sentences = some_sentences(study)
     want = nerlab_predict_tags(study, name, sentences, tmp_path)
-    with _use_tracking_uri(study.uri):
+    with process_tracking_uri(study.uri):
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     meta = model.metadata
     assert meta.signature is not None and meta.saved_input_example_info is not None

@@ -1,7 +1,9 @@
 """dashboards/runs.py: the SQL read of a study's runs returns what MLflow's search_runs does."""
 
 import math
+import os
 
+import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -55,3 +57,18 @@ def test_run_file_reads_local_artifacts_in_place(tmp_path):
     local = R.run_file(client, kids[0], "d/f.txt", str(tmp_path / "dl"), uri)
     assert local.startswith(str(tmp_path / "art")) and open(local).read() == "x"
     assert open(R.run_file(client, kids[0], "d/f.txt", str(tmp_path / "dl"))).read() == "x"  # no URI: downloaded
+
+
+@pytest.mark.parametrize("before", [None, "sqlite:////elsewhere/mlflow.db"])
+def test_process_tracking_uri_puts_back_the_uri_and_the_environment(before, monkeypatch):
+    import mlflow
+
+    from nerlab.dashboards.runs import process_tracking_uri
+
+    if before is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    with process_tracking_uri("sqlite:////study/mlflow.db"):
+        assert mlflow.get_tracking_uri() == "sqlite:////study/mlflow.db"
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before

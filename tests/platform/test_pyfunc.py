@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from nerlab.dashboards.runs import process_tracking_uri
 from nerlab.models import names as N
-from nerlab.platform.mlflow_model import log_tagger
 from nerlab.models.predict import predict
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
 from nerlab.models.wojood import Sentence, read_file
+from nerlab.platform.mlflow_model import log_tagger
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_pyfunc_predict_equals_predict(logged):
     import pandas as pd
 
     info, folder, uri, _, _, sentences, _ = logged
-    mlflow.set_tracking_uri(uri)
-    pyf = mlflow.pyfunc.load_model(info.model_uri)
+    with process_tracking_uri(uri):
+        pyf = mlflow.pyfunc.load_model(info.model_uri)
     model, tok = MultiTaskTagger.load(folder)
     want = predict(model, tok, [Sentence(s.tokens) for s in sentences])
     by_text = pyf.predict(pd.DataFrame({"text": [" ".join(s.tokens) for s in sentences]}))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the tests.
 #   bash scripts/test.sh           every test: unit, real Ray and MLflow integration, every experiment spec in
-#                                  smoke mode (about 18 minutes on 2 cores)
+#                                  smoke mode (about 16 minutes on 2 cores)
 #   bash scripts/test.sh --fast    only what starts no Ray and trains no model (tests not marked slow; about a
 #                                  minute): run it after every change, the full set before a merge
 # Further arguments go to pytest.

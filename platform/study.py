@@ -27,6 +27,7 @@ from nerlab.platform.search_space import param_space, trial_run_name, trial_run_
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
 from nerlab.platform.timeline import mark
+from nerlab.platform.typed import UsageError
 
 METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
@@ -221,7 +222,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
             # The gold validation file travels with the study, so `nerlab select` can bootstrap anywhere.
             _log_as(client, parent.info.run_id, data["val"], f"{GOLD_DIR}/val.txt")
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
-                           experiment=experiment, parent_run_id=parent.info.run_id,
+                           experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         mark("study.server_and_parent_run")
         if connect_ray(spec.ray_address):
@@ -270,12 +271,20 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
         old = dict(parent.data.params)
     else:
         return None
-    refusal = (f"{source}: study {spec.name} at {out} was started with another spec ({{diff}}); give the study "
-               f"another name or --output, or add --replace to archive the old one and start anew")
-    if ownership.same_or_archived(stack, out, what, old, T.flatten(T.spec_params(spec)), replace_old, refusal):
-        if parent is not None and not _local_store(store_uri, out):  # the old study's run, renamed
+    new = T.flatten(T.spec_params(spec))
+    diff = ownership.changes(old, new)
+    if diff and not replace_old:
+        raise UsageError(f"{source}: study {spec.name} at {out} was started with another spec ({diff}); "
+                         f"give the study another name or --output, or add --replace to archive the old "
+                         f"one and start anew")
+    if diff:
+        if parent is not None and not _local_store(store_uri, out):
             stamp = f"{spec.name}~archived-{parent.info.run_id[:8]}"
-            T.set_tags(T.MlflowClient(store_uri), parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})
+            client = T.MlflowClient(store_uri)
+            T.set_tags(client, parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})  # MLflow's name tag
+        moved = ownership.archive(out)
+        stack.enter_context(ownership.FolderLock(out, what))
+        print(f"archived the old study {spec.name} to {moved}", flush=True)
         return None
     if parent is not None and parent.info.status == "FINISHED":
         status = study_status(spec)

@@ -1,13 +1,16 @@
 """Studies: Ray Tune runs trials (a grid, or Optuna TPE), ASHA stops weak ones, MLflow records them all.
 
-Each trial's driver (``trial_driver``) runs one Ray Train job from jobs.py and relays rank 0's epoch
-reports to Tune. Identity is what makes resuming safe: the study's parent run is found by its name,
-a trial's MLflow run by its Tune trial id, and a trial's Ray Train run is named after that id, so a
-resumed or retried trial continues its checkpoints in its one MLflow run.
+Each trial's driver (``trial_driver``) trains one job: a one-worker trial in its own process (the Tune
+trial is the worker, and Tune reuses it for the next trial, so torch, tokenizers and encoded data stay
+loaded), a trial of several workers as a Ray Train job from jobs.py whose rank 0 reports are relayed to
+Tune. Identity is what makes resuming safe: the study's parent run is found by its name, a trial's MLflow
+run by its Tune trial id, and a trial's checkpoints are its Tune trial's (inline) or its Ray Train run's,
+named after that id, so a resumed or retried trial continues its checkpoints in its one MLflow run.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +23,14 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from nerlab.models import names as N
 from nerlab.platform import mlflow_server, ownership
 from nerlab.platform import tracking as T
-from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
+from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job, use_gpu
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
 from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
 from nerlab.platform.timeline import mark
+from nerlab.platform.train_loop import Job, TuneSession, run_worker
 from nerlab.platform.typed import UsageError
 
 METRIC = N.TUNE_VAL_F1
@@ -82,6 +86,15 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
                              run_name=trial_run_name(point, loss_name))
     T.log_params(client, mlrun.info.run_id, {"trial": point})
     mark("trial.run_opened", trial=trial_id)
+    if spec.resources.inline:
+        # This process is the job's one worker: checkpoints, reports and restores go through Tune. A stop
+        # from ASHA ends the loop at its next report; CloseTrialRuns closes the run, as for a Train job.
+        job = Job(spec=run, train=inputs.train, val=inputs.val, test=inputs.test, plm=inputs.plm,
+                  tracking_uri=uri, run_id=mlrun.info.run_id)
+        run_worker(job, TuneSession(use_gpu(run)))
+        client.set_terminated(mlrun.info.run_id, status="FINISHED")
+        mark("trial.end", trial=trial_id)
+        return
     result = run_job(run, inputs, uri, mlrun.info.run_id, ctx.storage,
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
     mark("trial.fit_returned", trial=trial_id)
@@ -158,7 +171,14 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
     r = spec.resources
     # The study's context (paths, tracking URI, parent run) travels beside the search space, not in it:
     # Tune shows and records only the trial's own point.
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": r.trial_cpus})
+    need = {"CPU": r.trial_cpus}
+    retries = r.trial_retries
+    if r.inline:  # the trial is its job's worker: it holds the worker's resources and retries its failures
+        need["CPU"] += r.cpus_per_worker
+        if use_gpu(spec.base_run()):
+            need["GPU"] = r.gpus_per_worker
+        retries += r.max_failures
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
     space = param_space(spec)
     path = out / "tune" / spec.name
     if restore:
@@ -169,9 +189,11 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
         trainable, param_space=space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec.search.num_samples if searcher else 1,
-                                    max_concurrent_trials=None if searcher else r.max_concurrent),
+                                    max_concurrent_trials=None if searcher else r.max_concurrent,
+                                    reuse_actors=r.inline),  # torch, the tokenizer and encoded data stay loaded
         run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=r.trial_retries), verbose=1),
+                                  failure_config=tune.FailureConfig(max_failures=retries), verbose=1,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
 
 
@@ -228,6 +250,9 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
         mark("study.ray_started")
+        # Tune snapshots its state whenever a trial has saved num_to_keep checkpoints since the last snapshot
+        # (every other epoch here) and warns about it; the snapshot takes milliseconds.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         callbacks = [CloseTrialRuns(ctx, exp_id)]
         restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:

@@ -120,6 +120,9 @@ class Scheduler:
     asha: Asha | None = None
 
 
+SINGLE_WORKER = ("inline", "ray_train")
+
+
 @dataclass(frozen=True)
 class StudyResources:
     workers_per_trial: int = 1
@@ -130,13 +133,25 @@ class StudyResources:
     max_concurrent: int = 2
     max_failures: int = 3  # worker failures a trial's job recovers from
     trial_retries: int = 2  # whole-trial restarts by Tune (a lost node, a dead trial driver)
+    # inline: a one-worker trial trains in its Tune trial's own process (no Ray Train worker group to
+    # start, seconds saved per trial); ray_train: every trial runs a Ray Train job. Trials of several
+    # workers always run a Ray Train job.
+    single_worker: str = "inline"
 
     def __post_init__(self) -> None:
         if self.workers_per_trial < 1 or self.max_concurrent < 1:
             raise ValueError("resources: workers_per_trial and max_concurrent must be >= 1")
+        if self.single_worker not in SINGLE_WORKER:
+            raise ValueError(f"resources.single_worker must be {' or '.join(SINGLE_WORKER)}, not "
+                             f"{self.single_worker!r}")
         if self.cpus_per_worker <= 0 or self.trial_cpus < 0:
             raise ValueError("resources: cpus_per_worker must be > 0 and trial_cpus >= 0")
         check_gpus_per_worker(self.gpus_per_worker, self.workers_per_trial, self.use_gpu)
+
+    @property
+    def inline(self) -> bool:
+        """Whether trials train in their Tune trial's own process (one worker, ``single_worker: inline``)."""
+        return self.workers_per_trial == 1 and self.single_worker == "inline"
 
     def trials_that_fit(self, have: dict[str, float], gpu: bool) -> int:
         """Trials that can run at once on ``have`` ({"CPU": n, "GPU": m}): each holds ``trial_cpus`` plus its

@@ -1,9 +1,13 @@
-"""The per-worker training loop that Ray Train runs on every DDP worker.
+"""The per-worker training loop: run by Ray Train on every DDP worker, or in a Tune trial's own process.
 
 Each epoch: train on this rank's share of length-bucketed batches, score the whole validation set
 (every rank predicts a shard, the shards are gathered, every rank scores the same result), checkpoint
 (rank 0 writes, Ray persists), report, and log to MLflow on rank 0. A restarted worker group resumes
 from the last checkpoint and fills in any epoch that reached the checkpoint but not MLflow.
+
+Where the loop runs is a ``Session``: ``TrainSession`` inside a Ray Train worker group (any number of
+workers), ``TuneSession`` for a one-worker trial trained in the Tune trial's own process (no worker group to
+start: the trial saves and restores its checkpoints through Tune).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class Worker:
     scaler: torch.amp.GradScaler | None = None
     loss: LossConfig | None = None
     log: "RankZeroLog | None" = None  # rank 0 only
+    session: "TrainSession | TuneSession | None" = None
 
     @property
     def pad(self) -> int:
@@ -190,20 +195,56 @@ class RankZeroLog:
         self.client.log_artifacts(self.run_id, str(folder), path)
 
 
+class TrainSession:
+    """Inside a Ray Train worker: rank, world and device from Train; checkpoints and reports through Train."""
+
+    def __init__(self):
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def checkpoint(self):
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, folder: Path | None = None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
+class TuneSession:
+    """A one-worker job in its Tune trial's own process: checkpoints and reports go straight to Tune."""
+
+    rank, world = 0, 1
+
+    def __init__(self, gpu: bool):
+        self.device = torch.device("cuda", 0) if gpu and torch.cuda.is_available() else torch.device("cpu")
+
+    def checkpoint(self):
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict, folder: Path | None = None) -> None:
+        from ray import tune
+
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
+
 def train_fn_per_worker(config: dict) -> None:
+    """Ray Train's entry point on every worker."""
+    run_worker(Job.from_config(config), TrainSession())
+
+
+def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
     mark("worker.start")
-    job = Job.from_config(config)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             final = Path(d) / FINAL_FILE
             if final.is_file():  # the job had finished (its driver died before hearing so): report it again
-                ray.train.report(json.loads(final.read_text()))
+                session.report(json.loads(final.read_text()))
                 return
     spec, cfg = job.spec, job.spec.train
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
     seed_everything(cfg.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
 
     tokenizer = load_tokenizer(job.plm, spec.model.trust_remote_code)
@@ -214,7 +255,8 @@ def train_fn_per_worker(config: dict) -> None:
     mark("worker.data_encoded")
     model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
-               cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None)
+               cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None,
+               session=session)
     lengths = [len(x) for x in train_w]
     steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
     w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
@@ -275,11 +317,11 @@ def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -
     metrics = {N.TUNE_EPOCH: entry["epoch"], N.TUNE_VAL_F1: entry["metrics"][N.VAL_F1],
                N.TUNE_TRAIN_LOSS: entry["metrics"][N.TRAIN_LOSS], N.TUNE_FINAL: False}
     with tempfile.TemporaryDirectory() as d:
-        ckpt = None
+        folder = None
         if w.rank == 0:
-            w.save_checkpoint(Path(d), state, None if state.best_epoch == state.epoch else best)
-            ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=ckpt)
+            folder = Path(d)
+            w.save_checkpoint(folder, state, None if state.best_epoch == state.epoch else best)
+        w.session.report(metrics, folder)
 
 
 def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> None:
@@ -298,9 +340,10 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
              N.TUNE_TEST_F1: test_report.micro.f1 if test_report else -1.0, N.TUNE_FINAL: True}
     mark("worker.final_test_scored")
     with tempfile.TemporaryDirectory() as d:
-        ckpt = None
+        folder = None
         if w.rank == 0:
-            out, log = Path(d), w.log
+            folder = out = Path(d)
+            log = w.log
             w.model.save(out / N.MODEL_DIR, w.tokenizer)
             _write_outputs(out, job.spec, w.model.schema, val_report, val_pred, test_report, test_pred)
             metrics = {N.BEST_EPOCH: state.best_epoch, N.BEST_VAL_F1: val_report.micro.f1}
@@ -319,9 +362,8 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                 log_tagger(out / N.MODEL_DIR, log.run_id, job.tracking_uri, val_s[0].tokens[:16] if val_s else ["."],
                            step=state.epoch)
             (out / FINAL_FILE).write_text(json.dumps(final))
-            ckpt = ray.train.Checkpoint.from_directory(d)
             mark("worker.artifacts_logged")
-        ray.train.report(final, checkpoint=ckpt)
+        w.session.report(final, folder)
         mark("worker.final_reported")
 
 

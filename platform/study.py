@@ -121,6 +121,10 @@ class CloseTrialRuns(tune.Callback):
             client.set_tag(run.info.run_id, N.STOPPED_EARLY_TAG, "true")
         client.set_terminated(run.info.run_id, status=status)
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(N.TUNE_FINAL):
+            mark("tune.final_result", trial=trial.trial_id)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
 

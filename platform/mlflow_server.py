@@ -26,32 +26,43 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class Server:
+    """A launched ``mlflow server``: ``ready()`` waits until /health answers and returns its URL."""
+
+    def __init__(self, store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", port: int | None = None,
+                 log_file: Path | None = None):
+        port = port or free_port(host)
+        cmd = [sys.executable, "-m", "nerlab.platform.mlflow_server", str(os.getpid()),
+               sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+               "--host", host, "--port", str(port), "--workers", "1"]
+        if artifacts_uri:
+            cmd += ["--artifacts-destination", artifacts_uri]
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+        # MLflow's job runner (GenAI evaluation jobs, four huey consumer processes) is of no use here.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.url, self.log_file = f"http://{host}:{port}", log_file
+
+    def ready(self, timeout: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with code {self.proc.returncode} (log: {self.log_file})")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self.url
+            except OSError:
+                time.sleep(0.3)
+        stop(self.proc)
+        raise RuntimeError(f"mlflow server did not answer on {self.url} within {timeout:.0f} s")
+
+
 def start(store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", port: int | None = None,
           log_file: Path | None = None, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
     """Start ``mlflow server`` and wait until /health answers; returns (process, url)."""
-    port = port or free_port(host)
-    cmd = [sys.executable, "-m", "nerlab.platform.mlflow_server", str(os.getpid()),
-           sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
-           "--host", host, "--port", str(port), "--workers", "1"]
-    if artifacts_uri:
-        cmd += ["--artifacts-destination", artifacts_uri]
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    # MLflow's job runner (GenAI evaluation jobs, four huey consumer processes) is of no use here.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://{host}:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode} (log: {log_file})")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    stop(proc)
-    raise RuntimeError(f"mlflow server did not answer on {url} within {timeout:.0f} s")
+    server = Server(store_uri, artifacts_uri, host, port, log_file)
+    return server.proc, server.ready(timeout)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -80,11 +91,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def serving(store_uri: str, artifacts_uri: str | None, log_file: Path | None = None) -> Iterator[str]:
-    proc, url = start(store_uri, artifacts_uri, log_file=log_file)
+    with launched(store_uri, artifacts_uri, log_file) as server:
+        yield server.ready()
+
+
+@contextmanager
+def launched(store_uri: str, artifacts_uri: str | None, log_file: Path | None = None) -> Iterator[Server]:
+    """A server starting while the caller does other work (call ``ready()`` before using it); stopped on exit."""
+    server = Server(store_uri, artifacts_uri, log_file=log_file)
     try:
-        yield url
+        yield server
     finally:
-        stop(proc)
+        stop(server.proc)
 
 
 def _supervise(parent: int, cmd: list[str]) -> int:

@@ -230,9 +230,14 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         data, plms = _prepare_inputs(spec)
         mark("study.prepared")
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
-        uri = store_uri
+        uri, server = store_uri, None
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
-            uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
+            server = stack.enter_context(mlflow_server.launched(store_uri, None, out / "mlflow-server.log"))
+        if connect_ray(spec.ray_address):  # while the server starts (both take seconds)
+            stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
+        mark("study.ray_started")
+        if server is not None:
+            uri = server.ready()
             (out / SERVER_URL_FILE).write_text(uri + "\n")
         client = T.MlflowClient(uri)
         experiment = spec.tracking.experiment or spec.name
@@ -251,9 +256,6 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
                            experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         mark("study.server_and_parent_run")
-        if connect_ray(spec.ray_address):
-            stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
-        mark("study.ray_started")
         # Tune snapshots its state whenever a trial has saved num_to_keep checkpoints since the last snapshot
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -73,33 +73,23 @@ def trials(out: Path, name: str) -> list[dict]:
                      "loss": r.data.tags.get("loss"), "penalty": r.data.tags.get("penalty"),
                      "epochs": len(f1), "best_f1": max(f1, default=0.0), "train_s": sum(secs),
                      "run_s": (r.info.end_time - r.info.start_time) / 1000, "end": r.info.end_time,
+                     "start": r.info.start_time,
                      "stopped_early": r.data.tags.get("nerlab.stopped_early") == "true"})
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="a small grid and few samples: checks the script works")
-    ap.add_argument("--json", help="write the figures here")
-    ap.add_argument("--out", help="keep the studies here (default: a temporary folder)")
-    ap.add_argument("--search-seeds", type=int, help="Optuna searches, one per sampler seed (default 3; smoke 1)")
-    args = ap.parse_args(argv)
+MODES = ("inline", "ray_train")  # resources.single_worker
 
-    sentences, epochs = (200, 2) if args.smoke else (600, 6)
-    plms = ["tiny:2x32"] if args.smoke else ["tiny:2x32", "tiny:2x64"]
-    losses, penalties = ["ce", "unified"], [0.0, 5.0]
-    samples = 2 if args.smoke else 8
-    args.search_seeds = args.search_seeds or (1 if args.smoke else 3)
-    root = Path(args.out or tempfile.mkdtemp(prefix="bench-study-"))
-    root.mkdir(parents=True, exist_ok=True)
-    fig: dict = {"smoke": args.smoke, "sentences": sentences}
 
+def costs(root: Path, mode: str, sentences: int, epochs: int, plms, losses, penalties) -> dict:
+    """Fixed costs (1) and the full grid (2) with one-worker trials run ``mode``."""
+    fig: dict = {}
     # 1. Fixed costs: the same one-trial study with 1 and with 5 epochs (a wide spread, so that a second of
     # noise in either run moves the per-epoch slope by a quarter second at most).
     one = {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce"], "variance_penalty": [0.0], "seeds": [3407]}
     walls, runs = {}, {}
     for e in (1, 5):
-        spec = {**base_spec(f"overhead-{e}", sentences, e), "search": one}
+        spec = with_mode({**base_spec(f"overhead-{e}-{mode}", sentences, e), "search": one}, mode)
         walls[e], out = run_study(spec, root)
         (t,) = trials(out, spec["name"])
         runs[e] = t
@@ -108,17 +98,52 @@ def main(argv: list[str] | None = None) -> int:
                trial_train_epoch_s=runs[5]["train_s"] / runs[5]["epochs"],
                study_overhead_s=walls[1] - runs[1]["run_s"], one_trial_study_wall_s=walls[1])
 
-    # 2. The full grid.
-    grid = {**base_spec("grid", sentences, epochs),
-            "search": {"mode": "grid", "plm": plms, "loss": losses, "variance_penalty": penalties, "seeds": [3407]}}
+    # 2. The full grid. Its trials' phase: from the first trial run's start to the last one's end.
+    name = f"grid-{mode}"
+    grid = with_mode({**base_spec(name, sentences, epochs),
+                      "search": {"mode": "grid", "plm": plms, "loss": losses, "variance_penalty": penalties,
+                                 "seeds": [3407]}}, mode)
     grid_wall, out = run_study(grid, root)
-    g = trials(out, "grid")
-    grid_epochs = sum(t["epochs"] for t in g)
-    grid_best = max(t["best_f1"] for t in g)
-    fig.update(grid_trials=len(g), grid_wall_s=grid_wall, grid_train_s=sum(t["train_s"] for t in g),
-               grid_efficiency=sum(t["train_s"] for t in g) / grid_wall,
-               grid_concurrency=sum(t["run_s"] for t in g) / grid_wall, grid_epochs=grid_epochs, grid_best_f1=grid_best)
+    g = trials(out, name)
+    train_s = sum(t["train_s"] for t in g)
+    trials_wall = (max(t["end"] for t in g) - min(t["start"] for t in g)) / 1000
+    fig.update(grid_trials=len(g), grid_wall_s=grid_wall, grid_train_s=train_s, grid_efficiency=train_s / grid_wall,
+               grid_wall_over_train=grid_wall / train_s, grid_trials_wall_s=trials_wall,
+               grid_trials_wall_over_train=trials_wall / train_s,
+               grid_concurrency=sum(t["run_s"] for t in g) / grid_wall, grid_epochs=sum(t["epochs"] for t in g),
+               grid_best_f1=max(t["best_f1"] for t in g))
+    return fig
 
+
+def with_mode(spec: dict, mode: str) -> dict:
+    return {**spec, "resources": {**spec["resources"], "single_worker": mode}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a small grid and few samples: checks the script works")
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--out", help="keep the studies here (default: a temporary folder)")
+    ap.add_argument("--search-seeds", type=int, help="Optuna searches, one per sampler seed (default 3; smoke 1; "
+                    "0: fixed costs and grid only)")
+    args = ap.parse_args(argv)
+
+    sentences, epochs = (200, 2) if args.smoke else (600, 6)
+    plms = ["tiny:2x32"] if args.smoke else ["tiny:2x32", "tiny:2x64"]
+    losses, penalties = ["ce", "unified"], [0.0, 5.0]
+    samples = 2 if args.smoke else 8
+    if args.search_seeds is None:
+        args.search_seeds = 1 if args.smoke else 3
+    root = Path(args.out or tempfile.mkdtemp(prefix="bench-study-"))
+    root.mkdir(parents=True, exist_ok=True)
+    fig: dict = {"smoke": args.smoke, "sentences": sentences}
+
+    # 1 and 2, once per way a one-worker trial runs (inline first: the default; then a Ray Train job per
+    # trial, as before), side by side in this one invocation.
+    for mode in MODES:
+        fig[mode] = costs(root, mode, sentences, epochs, plms, losses, penalties)
+    fig.update(fig[MODES[0]])  # the default's figures at the top level, as before
+    g_best = fig["grid_best_f1"]
     # 3. Optuna (TPE) + ASHA over the same choices, once per sampler seed: one search can be lucky.
     shares, searches = [], []
     for sampler_seed in range(args.search_seeds):
@@ -132,30 +157,39 @@ def main(argv: list[str] | None = None) -> int:
         spent, reached = 0, None
         for t in s:
             spent += t["epochs"]
-            if reached is None and t["best_f1"] >= grid_best - 0.01:
+            if reached is None and t["best_f1"] >= g_best - 0.01:
                 reached = spent
-        share = None if reached is None else reached / grid_epochs
+        share = None if reached is None else reached / fig["grid_epochs"]
         shares.append(share)
         searches.append({"sampler_seed": sampler_seed, "trials": len(s), "wall_s": search_wall, "epochs": spent,
                          "stopped_early": sum(t["stopped_early"] for t in s),
                          "best_f1": max(t["best_f1"] for t in s), "epochs_to_reach": reached, "share": share})
     # A search that never came within 1 point counts as having used all of its epochs (and more).
-    worst_case = [x if x is not None else max(r["epochs"] for r in searches) / grid_epochs for x in shares]
-    fig.update(searches=searches, search_trials=samples, search_share=statistics.median(worst_case),
-               search_share_max=max(worst_case), search_reached=sum(x is not None for x in shares),
-               search_stopped_early=sum(r["stopped_early"] for r in searches))
+    worst_case = [x if x is not None else max(r["epochs"] for r in searches) / fig["grid_epochs"] for x in shares]
+    if searches:
+            fig.update(searches=searches, search_trials=samples, search_share=statistics.median(worst_case),
+                   search_share_max=max(worst_case), search_reached=sum(x is not None for x in shares),
+                   search_stopped_early=sum(r["stopped_early"] for r in searches))
 
-    print(f"trial overhead      {fig['trial_overhead_s']:.1f} s fixed + {fig['trial_epoch_s']:.1f} s per epoch "
-          f"(of which training steps {fig['trial_train_epoch_s']:.1f} s) "
-          f"(1-trial study: {fig['one_trial_study_wall_s']:.1f} s wall, {fig['study_overhead_s']:.1f} s outside the trial)")
-    print(f"grid ({len(g)} trials)     wall {grid_wall:.1f} s; training {fig['grid_train_s']:.1f} s "
-          f"= {fig['grid_efficiency']:.2f} of wall; trial runs {fig['grid_concurrency']:.2f}x wall; best F1 {grid_best:.4f}")
+    for mode in MODES:
+        f = fig[mode]
+        print(f"[{mode}] trial overhead {f['trial_overhead_s']:.1f} s fixed + {f['trial_epoch_s']:.1f} s per epoch "
+              f"(of which training steps {f['trial_train_epoch_s']:.1f} s) (1-trial study: "
+              f"{f['one_trial_study_wall_s']:.1f} s wall, {f['study_overhead_s']:.1f} s outside the trial)")
+        print(f"[{mode}] grid ({f['grid_trials']} trials) wall {f['grid_wall_s']:.1f} s, trials' phase "
+              f"{f['grid_trials_wall_s']:.1f} s; training {f['grid_train_s']:.1f} s; wall / training "
+              f"{f['grid_wall_over_train']:.2f} (trials' phase {f['grid_trials_wall_over_train']:.2f}); "
+              f"best F1 {f['grid_best_f1']:.4f}")
+    a, b = fig["ray_train"], fig["inline"]
+    print(f"ray_train / inline: trial overhead {a['trial_overhead_s'] / b['trial_overhead_s']:.1f}x, grid wall "
+          f"{a['grid_wall_s'] / b['grid_wall_s']:.2f}x, grid trials' phase {a['grid_trials_wall_s'] / b['grid_trials_wall_s']:.2f}x")
     for r in searches:
-        share = "not reached" if r["share"] is None else f"{r['epochs_to_reach']}/{grid_epochs} epochs = {r['share']:.2f}"
+        share = "not reached" if r["share"] is None else f"{r['epochs_to_reach']}/{fig['grid_epochs']} epochs = {r['share']:.2f}"
         print(f"optuna+asha seed {r['sampler_seed']}  {r['epochs']} epochs, {r['stopped_early']} stopped early, "
               f"best F1 {r['best_f1']:.4f}; within 1 point of the grid's best after {share}")
-    print(f"search share: median {fig['search_share']:.2f}, worst {fig['search_share_max']:.2f} over "
-          f"{len(searches)} sampler seeds (target <= {TARGET_SHARE})")
+    if searches:
+        print(f"search share: median {fig['search_share']:.2f}, worst {fig['search_share_max']:.2f} over "
+              f"{len(searches)} sampler seeds (target <= {TARGET_SHARE})")
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
     return 0

@@ -442,6 +442,7 @@ def tripwires(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ray, "init", refuse("ray.init"))
     monkeypatch.setattr(mlflow_server, "start", refuse("mlflow_server.start"))
+    monkeypatch.setattr(mlflow_server, "Server", refuse("mlflow_server.Server"))
     monkeypatch.setattr(MlflowClient, "create_run", refuse("MlflowClient.create_run"))
     monkeypatch.setattr(MlflowClient, "create_experiment", refuse("MlflowClient.create_experiment"))
 

@@ -106,13 +106,18 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
     spec = write_spec(tmp_path, "resume", search={"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
                                                   "variance_penalty": [0.0, 5.0], "seeds": [1]},
                       resources={"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2})
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
-                             str(out)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    data = yaml.safe_load(spec.read_text())
+    data["train"]["epochs"] = 4  # trials of several seconds: the kill lands while some are mid-way
+    spec.write_text(yaml.safe_dump(data))
+    out, log = tmp_path / "out", tmp_path / "driver.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
+                                 str(out)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:  # wait for one finished trial, then kill everything
+            assert proc.poll() is None, f"the study ended before the kill:\n{log.read_text()[-3000:]}"
             if (out / "mlflow.db").exists():
                 try:
                     _, _, trials = trial_runs(out, "resume")
@@ -120,13 +125,13 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
                         break
                 except Exception:
                     pass
-            time.sleep(2)
+            time.sleep(0.3)
         else:
-            pytest.fail("no trial finished in time")
+            pytest.fail(f"no trial finished in time:\n{log.read_text()[-3000:]}")
     finally:
         kill_tree(proc)
     _, _, before = trial_runs(out, "resume")
-    assert 1 <= len(before) < 4
+    assert 1 <= sum(r.info.status == "FINISHED" for r in before) < 4, "the kill came after the study's end"
     p = nerlab("study", "resume", str(out), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     _, parents, trials = trial_runs(out, "resume")

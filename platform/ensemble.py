@@ -70,6 +70,8 @@ def _gold(ref, run_id: str, split: str, tmp: Path, gold: dict[str, str | None]) 
 def build(ref, k: int, metric: str = N.VAL_F1, gold: dict[str, str | None] | None = None, samples: int = 2000,
           seed: int = 0, log: bool = True, batch_size: int = 32) -> tuple[EnsembleResult, str | None]:
     """Build, score and (``log``) log the ensemble; returns the result and its run id (None without ``log``)."""
+    import pandas as pd
+
     from nerlab.dashboards.champion import paired_bootstrap, sentence_counts
     from nerlab.dashboards.leaderboard import quiet_downloads
     from nerlab.dashboards.runs import run_file
@@ -83,8 +85,7 @@ def build(ref, k: int, metric: str = N.VAL_F1, gold: dict[str, str | None] | Non
     for _, row in top.iterrows():
         t = trials.loc[trials["run_id"] == row["best_run_id"]].iloc[0]
         members.append({"config": row["config"], "run_id": t["run_id"], "trial": t["trial"],
-                        "val_f1": float(t["val_f1"]), "test_f1": None if t["test_f1"] != t["test_f1"]
-                        else float(t["test_f1"])})
+                        "val_f1": float(t["val_f1"]), "test_f1": None if pd.isna(t["test_f1"]) else float(t["test_f1"])})
     result = EnsembleResult(ref.name, k, RULE, members, single=dict(members[0]))
     with tempfile.TemporaryDirectory() as d, quiet_downloads():
         tmp = Path(d)

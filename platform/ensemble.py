@@ -84,8 +84,9 @@ def build(ref, k: int, metric: str = N.VAL_F1, gold: dict[str, str | None] | Non
     members = []
     for _, row in top.iterrows():
         t = trials.loc[trials["run_id"] == row["best_run_id"]].iloc[0]
+        test_f1 = None if pd.isna(t["test_f1"]) else float(t["test_f1"])
         members.append({"config": row["config"], "run_id": t["run_id"], "trial": t["trial"],
-                        "val_f1": float(t["val_f1"]), "test_f1": None if pd.isna(t["test_f1"]) else float(t["test_f1"])})
+                        "val_f1": float(t["val_f1"]), "test_f1": test_f1})
     result = EnsembleResult(ref.name, k, RULE, members, single=dict(members[0]))
     with tempfile.TemporaryDirectory() as d, quiet_downloads():
         tmp = Path(d)

@@ -90,7 +90,8 @@ def build(ref, k: int, metric: str = N.VAL_F1, gold: dict[str, str | None] | Non
     result = EnsembleResult(ref.name, k, RULE, members, single=dict(members[0]))
     with tempfile.TemporaryDirectory() as d, quiet_downloads():
         tmp = Path(d)
-        folders = [fetch_model(f"runs:/{m['run_id']}/{N.PYFUNC_MODEL}", ref.uri, tmp / "fetch" / str(i))
+        # runs:/ID/model: the trial's MLflow Model (or, for a run older than those, its model/ artifact)
+        folders = [fetch_model(f"runs:/{m['run_id']}/{N.MODEL_DIR}", ref.uri, tmp / "fetch" / str(i))
                    for i, m in enumerate(members)]
         try:
             folder = save_ensemble(tmp / "ensemble", folders, members, {"study": ref.name, "metric": metric})

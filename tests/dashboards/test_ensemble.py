@@ -11,23 +11,12 @@ from nerlab.platform.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test may run the session's study
 
-NAME = "dash-ensemble"
-
-
-@pytest.fixture(scope="module")
-def ensemble(study):
-    """``select --ensemble 2 --json`` run once: its JSON answer."""
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert main(["select", str(study.out), "--name", NAME, "--ensemble", "2", "--json"]) == 0
-    return json.loads(buf.getvalue())
+NAME = "dash-ensemble"  # the session's ensemble (conftest.py)
 
 
 def test_ensemble_of_the_top_two_configurations_is_logged_and_registered(study, ensemble):
-    ens, reg = ensemble["ensemble"], ensemble["registered"]
+    answer, _ = ensemble
+    ens, reg = answer["ensemble"], answer["registered"]
     assert ens["k"] == 2 and len(ens["members"]) == 2
     assert {m["config"] for m in ens["members"]} == {"tiny:2x32 | ce | λ=5", "tiny:2x32 | unified | λ=5"}
     assert ens["single"]["run_id"] == ens["members"][0]["run_id"]
@@ -63,7 +52,7 @@ def test_ensemble_f1_is_the_score_of_its_predict_output(study, ensemble, tmp_pat
     capsys.readouterr()
     assert main(["evaluate", "--gold", test_file, "--pred", str(pred), "--task", "nested", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)["micro"]["f1"]
-    assert scored == pytest.approx(ensemble["ensemble"]["f1"]["test"], abs=1e-12)
+    assert scored == pytest.approx(ensemble[0]["ensemble"]["f1"]["test"], abs=1e-12)
 
     gold = read_file(test_file)
     with process_tracking_uri(study.uri):

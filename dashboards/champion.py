@@ -201,10 +201,25 @@ def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: s
 
 # ---- registering -----------------------------------------------------------------------------------------
 def register(client, name: str, choice: Choice, alias: str = ALIAS):
-    """A new version of registered model ``name`` from the chosen run's ``model`` folder, with ``alias``.
+    """A new version of registered model ``name`` from the chosen run's MLflow Model, with ``alias``.
 
     Returns (version, created). Selecting the same run again keeps the current version (no duplicate).
     """
+    tags = {"study": choice.study, "config": choice.config, "trial": str(choice.trial), "metric": choice.metric,
+            "metric_mean": f"{choice.mean:.6f}", "seeds": str(choice.seeds)}
+    if choice.p_better is not None:
+        tags["p_better_than_runner_up"] = f"{choice.p_better:.4f}"
+        tags["runner_up"] = str(choice.runner_up)
+    description = (f"{choice.config}: {choice.metric} {choice.mean:.4f} (mean over {choice.seeds} seeds), "
+                   f"trial {choice.trial}")
+    if choice.p_better is not None:
+        description += f"; P(better than {choice.runner_up}) = {choice.p_better:.3f}"
+    return register_run(client, name, choice.run_id, tags, description, alias)
+
+
+def register_run(client, name: str, run_id: str, tags: dict[str, str], description: str, alias: str = ALIAS):
+    """A new version of ``name`` from run ``run_id``'s MLflow Model (a trial's tagger or an ensemble), with
+    ``alias``; (version, created), the current version when the alias already points at this run."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -218,18 +233,9 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
         current = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         current = None
-    if current is not None and current.run_id == choice.run_id:
+    if current is not None and current.run_id == run_id:
         return current, False
-    run = client.get_run(choice.run_id)
-    tags = {"study": choice.study, "config": choice.config, "trial": str(choice.trial), "metric": choice.metric,
-            "metric_mean": f"{choice.mean:.6f}", "seeds": str(choice.seeds)}
-    if choice.p_better is not None:
-        tags["p_better_than_runner_up"] = f"{choice.p_better:.4f}"
-        tags["runner_up"] = str(choice.runner_up)
-    description = (f"{choice.config}: {choice.metric} {choice.mean:.4f} (mean over {choice.seeds} seeds), "
-                   f"trial {choice.trial}")
-    if choice.p_better is not None:
-        description += f"; P(better than {choice.runner_up}) = {choice.p_better:.3f}"
+    run = client.get_run(run_id)
     outputs = run.outputs.model_outputs if run.outputs else []
     models = [o.model_id for o in outputs if client.get_logged_model(o.model_id).name == N.PYFUNC_MODEL]
     if models:  # the run's MLflow Model: the version loads with mlflow.pyfunc and serves with mlflow models serve
@@ -240,7 +246,7 @@ def register(client, name: str, choice: Choice, alias: str = ALIAS):
 
     # MLflow's SQL registry looks a models:/MODEL_ID source up through the process-wide tracking URI
     with process_tracking_uri(client._tracking_client.tracking_uri):
-        version = client.create_model_version(name, source=source, run_id=choice.run_id, tags=tags,
+        version = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
                                               description=description, model_id=model_id)
     client.set_registered_model_alias(name, alias, version.version)
     return version, True

@@ -22,13 +22,18 @@ BEST_EPOCH = "best_epoch"
 BEST_VAL_F1 = "best/" + VAL_F1  # also the study run's best configuration (mean over seeds)
 TEST_F1 = "test/micro_f1"
 TEST_TYPE_F1 = "test/f1_{}"
+# An ensemble's run also logs the best single model's scores and the paired bootstrap between the two.
+SINGLE_F1 = "single/{}/micro_f1"  # .format(split): the best single model (the champion's trial)
+P_BETTER = "bootstrap/{}/p_better"  # .format(split): P(ensemble better than the best single model)
+F1_DELTA = "bootstrap/{}/delta"  # ensemble minus best single
 
 # ---- MLflow tags -------------------------------------------------------------------------------------------
 JOB_TAG = "nerlab.job"  # a training job's identity: a rerun or retry finds its run by it
 STUDY_RUN_TAG = "nerlab.study_run"  # on a study's parent run: the study's name
 STUDY_TAG = "nerlab.study"  # on a trial's run: its study's name
 TRIAL_TAG = "nerlab.trial"  # on a trial's run: its Tune trial id
-KIND_TAG = "nerlab.kind"
+KIND_TAG = "nerlab.kind"  # "study", "ensemble", ...
+ENSEMBLE_TAG = "nerlab.ensemble_of"  # on an ensemble's run (kind "ensemble"): its study's name
 STOPPED_EARLY_TAG = "nerlab.stopped_early"  # "true" on a trial ASHA stopped
 DEVICE_TAG = "nerlab.device"  # cpu or cuda
 PRECISION_TAG = "nerlab.precision"

@@ -79,16 +79,19 @@ def assemble(sentences: Sequence[Sentence], windows: Sequence[Window], heads_out
         per_sent[w.sentence][w.word_index] = h
         if f is not None:
             per_sent_flat[w.sentence][w.word_index] = f
-    out = []
-    for s, h, f in zip(sentences, per_sent, per_sent_flat):
-        if task == "nested":
-            tags = nested_tags(h, schema.types)
-        elif flat_decoding == "flat_head":
-            tags = [[schema.flat_labels[c]] for c in f]
-        else:
-            tags = flat_tags_from_heads(h, schema.types)
-        out.append(Sentence(list(s.tokens), tags))
-    return out
+    return [decode_words(s, h, f, schema, task, flat_decoding) for s, h, f in zip(sentences, per_sent, per_sent_flat)]
+
+
+def decode_words(sentence: Sentence, heads: np.ndarray, flat: np.ndarray, schema: LabelSchema, task: str,
+                 flat_decoding: str = "heads") -> Sentence:
+    """One sentence's tags from its words' head classes (n_words, K) and flat classes (n_words,)."""
+    if task == "nested":
+        tags = nested_tags(heads, schema.types)
+    elif flat_decoding == "flat_head":
+        tags = [[schema.flat_labels[c]] for c in flat]
+    else:
+        tags = flat_tags_from_heads(heads, schema.types)
+    return Sentence(list(sentence.tokens), tags)
 
 
 def predict(model, tokenizer, sentences: Sequence[Sentence], task: str | None = None, batch_size: int = 32,

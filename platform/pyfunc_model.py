@@ -1,8 +1,9 @@
 """The tagger as an MLflow Model (pyfunc flavour, "models from code": no pickle of any Python object).
 
 MLflow copies this file into the logged model and runs it at load time; it calls ``set_model`` with a
-``PythonModel`` whose ``load_context`` reads the model folder (artifact ``tagger``: safetensors weights,
-encoder config, label schema and task, tokenizer) with ``MultiTaskTagger.load``.
+``PythonModel`` whose ``load_context`` reads the model folder (artifact ``tagger``) with
+``ensemble.load_predictor``: a single tagger's folder (safetensors weights, encoder config, label schema and
+task, tokenizer) or an ensemble's (``ensemble.json`` and one such folder per member, combined per word).
 
 Input, a pandas DataFrame (or a list of records) with one sentence per row, in either column:
   ``text``    a raw sentence, whitespace-tokenised (as ``nerlab predict`` reads raw text), or
@@ -50,14 +51,13 @@ def sentences_of(model_input):
     return out
 
 
-def tag_records(model, tokenizer, model_input, batch_size: int = 32):
+def tag_records(predictor, model_input, batch_size: int = 32):
+    """``predictor``: a single tagger or an ensemble (``nerlab.models.ensemble.load_predictor``)."""
     import pandas as pd
-
-    from nerlab.models.predict import predict
 
     sentences = sentences_of(model_input)
     nonempty = [s for s in sentences if len(s)]
-    pred = iter(predict(model, tokenizer, nonempty, batch_size=batch_size) if nonempty else [])
+    pred = iter(predictor.predict(nonempty, batch_size=batch_size) if nonempty else [])
     rows = []
     for s in sentences:
         p = next(pred) if len(s) else s
@@ -67,13 +67,13 @@ def tag_records(model, tokenizer, model_input, batch_size: int = 32):
 
 class TaggerModel(PythonModel):
     def load_context(self, context):
-        from nerlab.models.tagger import MultiTaskTagger
+        from nerlab.models.ensemble import load_predictor
 
-        self.model, self.tokenizer = MultiTaskTagger.load(Path(context.artifacts[TAGGER_ARTIFACT]), device="cpu")
+        self.predictor = load_predictor(Path(context.artifacts[TAGGER_ARTIFACT]), device="cpu")
 
     def predict(self, context, model_input, params=None):
         batch_size = int((params or {}).get("batch_size", 32))
-        return tag_records(self.model, self.tokenizer, model_input, batch_size)
+        return tag_records(self.predictor, model_input, batch_size)
 
 
 mlflow.models.set_model(TaggerModel())

@@ -150,7 +150,7 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
     from mlflow.exceptions import MlflowException
     from nerlab.dashboards.leaderboard import quiet_downloads
     from nerlab.dashboards.runs import process_tracking_uri
-    from nerlab.models.tagger import META_FILE
+    from nerlab.models.ensemble import is_model_folder
 
     if not model.startswith(("models:/", "runs:/")):
         folder = Path(model)
@@ -158,7 +158,7 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
             raise FileNotFoundError(f"{model}: no such model folder (or give models:/NAME@champion)")
         return folder
     try:
-        source = model
+        source = _model_dir_as_logged_model(model, uri)
         if model.startswith("models:/"):
             c = client(uri)
             version = _model_version(c, model)
@@ -172,11 +172,23 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
     except MlflowException as e:
         first = str(e.message if hasattr(e, "message") else e).splitlines()[0]
         raise UsageError(f"{model}: not found in the registry at {redact(uri)} ({first})") from None
-    if not (local / META_FILE).is_file() and (local / N.MODEL_DIR / META_FILE).is_file():  # a run's artifacts
+    if not is_model_folder(local) and is_model_folder(local / N.MODEL_DIR):  # a run's artifacts (older runs)
         local = local / N.MODEL_DIR
-    if not (local / META_FILE).is_file() and (local / "MLmodel").is_file():  # an MLflow Model: its tagger folder
+    if not is_model_folder(local) and (local / "MLmodel").is_file():  # an MLflow Model: its tagger folder
         local = local / pyfunc_folder(local)
     return local
+
+
+def _model_dir_as_logged_model(model: str, uri: str | None) -> str:
+    """``runs:/ID/model`` of a run whose weights are only in its MLflow Model (trials no longer log a plain
+    ``model`` folder beside it, so the weights are stored once): ``runs:/ID/tagger``; else ``model`` itself."""
+    parts = model[len("runs:/"):].strip("/").split("/") if model.startswith("runs:/") else []
+    if len(parts) != 2 or parts[1] != N.MODEL_DIR:
+        return model
+    c = client(uri)
+    if c.list_artifacts(parts[0], N.MODEL_DIR):  # an older run: its plain model folder
+        return model
+    return f"runs:/{parts[0]}/{N.PYFUNC_MODEL}"
 
 
 def pyfunc_folder(mlmodel_dir: Path) -> str:

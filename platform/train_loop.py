@@ -352,7 +352,9 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                 metrics.update({N.TEST_TYPE_F1.format(t): s.f1 for t, s in test_report.per_type.items()})
             mark("worker.outputs_written")
             T.log_metrics(log.client, log.run_id, metrics, step=state.epoch)
-            for sub in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR, N.MODEL_DIR):
+            # the weights go to MLflow once, as the run's MLflow Model below (no plain model/ artifact beside it);
+            # the model folder stays in the checkpoint, for `nerlab train --output DIR`'s DIR/model
+            for sub in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR):
                 log.artifacts(out / sub, sub)
             log.tb.close()
             log.artifacts(log.tb_dir, N.TENSORBOARD_DIR)

@@ -1,4 +1,4 @@
-"""``nerlab predict``: tag a file with a trained model (a folder or a registered one), in Wojood format."""
+"""``nerlab predict``: tag a file with a trained model or ensemble (a folder or a registered one), in Wojood format."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 def cmd_predict(args) -> int:
     import torch
 
-    from nerlab.models.predict import predict
+    from nerlab.models.ensemble import load_predictor
     from nerlab.models.scoring import sentence_spans
-    from nerlab.models.tagger import MultiTaskTagger
     from nerlab.models.wojood import read_input, write_file
     from nerlab.platform.stores import fetch_model, registry_uri
 
@@ -23,10 +22,10 @@ def cmd_predict(args) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as d:
         folder = fetch_model(args.model, uri, Path(d))
-        model, tokenizer = MultiTaskTagger.load(folder, device=device)
+        model = load_predictor(folder, device=device)  # one tagger, or an ensemble of them
     task = args.task or model.schema.task
     sentences, fmt = read_input(args.input, args.format, task)
-    pred = predict(model, tokenizer, sentences, task=task, batch_size=args.batch_size, device=device)
+    pred = model.predict(sentences, task=task, batch_size=args.batch_size, device=device)
     if [s.tokens for s in pred] != [s.tokens for s in sentences]:  # never happens: windows keep every token
         raise RuntimeError("prediction lost or changed tokens")
     write_file(args.out, pred)

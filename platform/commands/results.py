@@ -64,9 +64,13 @@ def cmd_report(args) -> int:
 def cmd_select(args) -> int:
     from nerlab.dashboards.champion import NoChoice, choose, register
 
+    for flag in ("gold", "gold_test"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            raise FileNotFoundError(f"{value}: no such file (--{flag.replace('_', '-')})")
     ref = resolve_study(args.study, args.tracking_uri)
-    if args.gold and not Path(args.gold).is_file():
-        raise FileNotFoundError(f"{args.gold}: no such file (--gold)")
+    if args.ensemble:
+        return _select_ensemble(args, ref)
     try:
         choice = choose(ref.client, ref.experiment_id, ref.parent_run_id, ref.name, metric=args.metric,
                         gold=args.gold, samples=args.samples, seed=args.seed)
@@ -99,6 +103,40 @@ def cmd_select(args) -> int:
     return 0
 
 
+def _select_ensemble(args, ref) -> int:
+    from nerlab.platform import ensemble as E
+
+    result, _ = E.build(ref, args.ensemble, metric=args.metric, gold={"val": args.gold, "test": args.gold_test},
+                        samples=args.samples, seed=args.seed, log=not args.dry_run)
+    out = {"ensemble": _clean(result.to_dict()), "registered": None}
+    if not args.dry_run:
+        version, created = E.register(ref, result, args.name, args.alias)
+        out["registered"] = {"name": args.name, "version": int(version.version), "alias": args.alias,
+                             "uri": f"models:/{args.name}@{args.alias}", "created": created,
+                             "source": version.source, "run_id": version.run_id}
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    print(f"ensemble of {ref.name}: top {result.k} configurations ({result.rule})")
+    for i, m in enumerate(result.members, 1):
+        test = "-" if m["test_f1"] is None else f"{m['test_f1']:.4f}"
+        print(f"  {i}. {m['config']}: val F1 {m['val_f1']:.4f}, test F1 {test} (trial {m['trial']}, run {m['run_id']})")
+    for split, f1 in result.f1.items():
+        b = result.bootstrap[split]
+        print(f"  {split}: ensemble F1 {f1:.4f}, best single {result.single_f1[split]:.4f}; paired bootstrap over "
+              f"{b['sentences']} sentences: P(ensemble better) = {b['p_better']:.3f}, difference {b['delta']:+.4f} "
+              f"(95% interval {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f})")
+    for note in result.notes:
+        print(f"  note: {note}")
+    if result.run_id:
+        print(f"  logged as run {result.run_id} (kind ensemble) in the study's experiment")
+    if out["registered"]:
+        r = out["registered"]
+        verb = "registered" if r["created"] else "already registered as"
+        print(f"{verb} {r['name']} version {r['version']}; alias {r['alias']!r} -> {r['uri']}")
+    return 0
+
+
 def _study_args(p, what: str) -> None:
     p.add_argument("study", help=f"study output folder, or its name (under ./runs, or on --tracking-uri) {what}")
     p.add_argument("--tracking-uri", help="the MLflow store or server holding the study (default: the study's own)")
@@ -123,12 +161,17 @@ def register(sub) -> None:
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(fn=cmd_report)
 
-    se = sub.add_parser("select", help="pick the champion (mean over seeds, paired bootstrap) and register it")
+    se = sub.add_parser("select", help="pick the champion (mean over seeds, paired bootstrap), or build an ensemble "
+                                       "of the top K, and register it")
     _study_args(se, "")
     se.add_argument("--name", required=True, help="registered model name in the MLflow Model Registry")
     se.add_argument("--metric", default=N.VAL_F1, help="choose by this metric's mean over seeds")
     se.add_argument("--alias", default="champion")
+    se.add_argument("--ensemble", type=positive_int, metavar="K",
+                    help="register one model from the top K configurations' chosen trials (mean of per-word head "
+                         "probabilities), scored on val and test beside the best single model")
     se.add_argument("--gold", help="gold validation file (default: the file the trials were validated on)")
+    se.add_argument("--gold-test", help="gold test file for --ensemble (default: the file the trials were tested on)")
     se.add_argument("--samples", type=positive_int, default=2000, help="bootstrap samples")
     se.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     se.add_argument("--dry-run", action="store_true", help="choose and report, register nothing")

@@ -34,7 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = Path(__file__).resolve().parent / "gpu-train.yaml"
-ARTIFACTS = ("model", "reports", "predictions", "config", "tensorboard")
+ARTIFACTS = ("reports", "predictions", "config", "tensorboard")  # the weights: in the run's MLflow Model
 
 
 def load_bench(name: str):
@@ -97,6 +97,7 @@ def check_run(client, run_id: str, epochs: int, device: str, precision: str) -> 
     problems += [f"{k}: {n} epochs logged, want {epochs}" for k, n in history.items() if n != epochs]
     problems += [f"metric {k} missing" for k in ("best/val/micro_f1", "test/micro_f1", "best_epoch") if k not in m]
     problems += [f"artifact {a}/ missing" for a in ARTIFACTS if a not in artifacts]
+    problems += ["no MLflow Model logged"] * (not (run.outputs and run.outputs.model_outputs))
     problems += [f"tag nerlab.device is {tags.get('nerlab.device')!r}, want {device!r}"] * (tags.get("nerlab.device") != device)
     problems += [f"tag nerlab.precision is {tags.get('nerlab.precision')!r}, want {precision!r}"] * (
         tags.get("nerlab.precision") != precision)

@@ -82,3 +82,19 @@ def champion(study):
     with contextlib.redirect_stdout(buf):
         assert main(["select", str(study.out), "--name", name, "--json"]) == 0
     return json.loads(buf.getvalue()), name
+
+
+@pytest.fixture(scope="session")
+def ensemble(study):
+    """``nerlab select --ensemble 2`` run once: (its JSON answer, the registered model name)."""
+    import contextlib
+    import io
+    import json
+
+    from nerlab.platform.cli import main
+
+    name = "dash-ensemble"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["select", str(study.out), "--name", name, "--ensemble", "2", "--json"]) == 0
+    return json.loads(buf.getvalue()), name

@@ -94,8 +94,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(300)
-def test_mlflow_models_serve_answers_as_nerlab_predict(study, champion, tmp_path):
-    _, name = champion
+@pytest.mark.parametrize("which", ["champion", "ensemble"])
+def test_mlflow_models_serve_answers_as_nerlab_predict(study, which, request, tmp_path):
+    _, name = request.getfixturevalue(which)  # a single tagger, or the top-2 ensemble (select --ensemble 2)
     sentences = some_sentences(study)
     want = nerlab_predict_tags(study, name, sentences, tmp_path)
     port = _free_port()

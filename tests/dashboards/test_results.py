@@ -134,7 +134,11 @@ def test_select_registers_the_best_trial_as_champion(study, champion, tmp_path):
                                                    dst_path=str(tmp_path / "registry"), tracking_uri=study.uri))
     assert (got / "MLmodel").is_file()
     got = got / "artifacts" / "model"
-    logged = Path(client.download_artifacts(best_run.info.run_id, "model", str(tmp_path / "run")))
+    # the trial's weights are stored once, in its own MLflow Model (runs:/ID/model resolves to it)
+    from nerlab.platform.stores import fetch_model
+
+    logged = fetch_model(f"runs:/{best_run.info.run_id}/model", study.uri, tmp_path / "run")
+    assert not client.list_artifacts(best_run.info.run_id, "model")
     digest = lambda p: hashlib.sha256((p / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
     assert digest(got) == digest(logged)
 

@@ -409,6 +409,11 @@ CASES: dict[str, Case] = {
                       "--hidden", "10", "--heads", "3"], None), ("--hidden 10 must be a multiple of --heads 3",)),
     "cli: plm tiny --layers 0": Case(plain("plm", "tiny", "--corpus", "x", "--out", "{tmp}/out", "--layers", "0"),
                                      ("--layers: must be >= 1",)),
+    "cli: select --ensemble 0": Case(plain("select", "{tmp}", "--name", "m", "--ensemble", "0"),
+                                     ("--ensemble: must be >= 1",)),
+    "cli: select --ensemble missing --gold-test": Case(
+        plain("select", "{tmp}", "--name", "m", "--ensemble", "2", "--gold-test", "{tmp}/nowhere.txt",
+              names="{tmp}/nowhere.txt"), ("no such file (--gold-test)",)),
     "cli: evaluate without --task": Case(evaluate(GOOD_NESTED, GOOD_NESTED, names=None), ("required: --task",)),
     "cli: evaluate missing gold": Case(evaluate(None, GOOD_NESTED, "--task", "nested", names="gold"),
                                        ("no such file",)),

@@ -488,9 +488,12 @@ def test_study_places_workers_on_both_nodes_and_logs_everything_through_the_serv
         assert r.info.artifact_uri.startswith("mlflow-artifacts:/"), r.info.artifact_uri
     for r in trials.values():
         stored = cluster.artifacts / exp.experiment_id / r.info.run_id / "artifacts"
-        for path in ("model/model.safetensors", "model/nerlab_model.json", "config/resolved_spec.yaml",
-                     "predictions/val.txt", "reports/test_report.json"):
+        for path in ("config/resolved_spec.yaml", "predictions/val.txt", "reports/test_report.json"):
             assert (stored / path).is_file(), f"{stored / path} missing"
+        assert not (stored / "model").exists()  # the weights are stored once, in the run's MLflow Model:
+        (output,) = r.outputs.model_outputs
+        weights = [p for p in cluster.artifacts.rglob("model.safetensors") if output.model_id in p.parts]
+        assert len(weights) == 1, f"{r.info.run_id}: its MLflow Model's weights at {weights}"
     leaderboard = cluster.artifacts / exp.experiment_id / parents[0].info.run_id / "artifacts" / "leaderboard"
     assert (leaderboard / "leaderboard.csv").is_file()
     assert not (study.out / "mlflow.db").exists() and not (study.out / "mlflow-server.url").exists()

@@ -157,7 +157,13 @@ def test_job_logs_params_metrics_tags_and_artifacts(tiny_job) -> None:
     files = artifact_paths(client, run.info.run_id)
     assert {"config/resolved_spec.yaml", "config/label_schema.json", "reports/val_report.json",
             "reports/test_report.json", "reports/test_report.txt", "predictions/val.txt",
-            "predictions/test.txt", "model/model.safetensors", "model/nerlab_model.json"} <= files
+            "predictions/test.txt"} <= files
+    # the weights are stored once: in the run's MLflow Model, not also as a plain model/ artifact
+    assert not [f for f in files if f.startswith("model/")]
+    (output,) = run.outputs.model_outputs
+    stored = Path(client.get_logged_model(output.model_id).artifact_location.removeprefix("file://"))
+    assert [p.name for p in stored.rglob("model.safetensors")] == ["model.safetensors"]
+    assert list(stored.rglob("nerlab_model.json"))
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
     resolved = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config/resolved_spec.yaml"))
                               .read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
+from nerlab.platform.progress import Console, TrialProgress, showing
 from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
@@ -186,9 +187,11 @@ def _log_as(client, run_id: str, path: str, artifact: str) -> None:
         client.log_artifact(run_id, str(Path(d) / name), folder)
 
 
-def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) -> dict:
+def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
+              console: Console | None = None) -> dict:
     """Run a study to the end: a new one, or the one already there with the same spec (resumed, or left
-    as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it."""
+    as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it.
+    ``console``: the live view (Ray's own output to a log file unless verbose); None leaves output to Ray."""
     out = Path(spec.output)
     check_fits(spec.base_run().resources, spec.resources.trial_cpus, spec.ray_address, f"{source}: resources")
     store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
@@ -201,6 +204,8 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         done = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
+        if console is not None:
+            stack.enter_context(showing(console, spec))
         data, plms = _prepare_inputs(spec)
         mark("study.prepared")
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
@@ -228,7 +233,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
         mark("study.ray_started")
-        callbacks = [CloseTrialRuns(ctx, exp_id)]
+        callbacks = [CloseTrialRuns(ctx, exp_id), TrialProgress()]
         restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:
             results = _tuner(spec, ctx, out, callbacks, restore).fit()

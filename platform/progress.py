@@ -105,7 +105,7 @@ class View:
         secs = last.get("time_total_s")
         self._write(f"[{done}/{self.total}] {how} {self.name(trial)}  {tail}"
                     + (f"  {_duration(secs)}" if secs is not None else ""))
-        self.status(trials, force=not self.tty)
+        self.status(trials, force=True)
 
     def counts(self, trials) -> dict[str, int]:
         c = {"done": 0, "running": 0, "failed": 0, "stopped early": 0}
@@ -137,12 +137,15 @@ class View:
     def status(self, trials, force: bool = False) -> None:
         if self.console.verbose:
             return
+        now = time.monotonic()
         if self.tty:
+            if not force and now - self.last_status < 0.5:  # Tune's loop steps many times a second
+                return
+            self.last_status = now
             self.stream.write("\r\033[K" + self.status_line(trials))
             self.stream.flush()
             self.status_shown = True
             return
-        now = time.monotonic()
         line = "  " + self.status_line(trials)
         news = line.rsplit(" | ", 1)[0] != self.last_line.rsplit(" | ", 1)[0]  # counts or best changed
         if (force and news) or now - self.last_status >= self.console.every_s:

@@ -142,7 +142,7 @@ class View:
             if not force and now - self.last_status < 0.5:  # Tune's loop steps many times a second
                 return
             self.last_status = now
-            self.stream.write("\r\033[K" + self.status_line(trials))
+            self.stream.write("\r\033[K" + self.status_line(trials)[:self._width() - 1])  # one row: \r reaches it
             self.stream.flush()
             self.status_shown = True
             return
@@ -151,6 +151,12 @@ class View:
         if (force and news) or now - self.last_status >= self.console.every_s:
             self.last_status = now
             self._write(line)
+
+    def _width(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return 120
 
     def close(self) -> None:
         if self.status_shown:

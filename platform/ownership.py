@@ -33,7 +33,8 @@ LOCK_FILE = ".driver.lock"
 # Keys that say where or how fast a study runs, not what it trains: changing them continues the study.
 OPERATIONAL = ("output", "ray_address", "resources.max_concurrent", "resources.trial_retries",
                "resources.max_failures", "resources.cpus_per_worker", "resources.trial_cpus",
-               "resources.gpus_per_worker", "resources.single_worker")
+               "resources.gpus_per_worker", "resources.single_worker",
+               "tracking.system_metrics_s")
 DRIVER_TAG, HEARTBEAT_TAG, DIGEST_TAG = "nerlab.driver", "nerlab.driver_heartbeat", "nerlab.spec_digest"
 LEASE_PREFIX = ".nerlab-driver/"  # experiments that are leases, not studies
 HEARTBEAT_S, STALE_S = 10.0, 60.0

@@ -128,8 +128,11 @@ TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "
 class Tracking:
     experiment: str | None = None  # default: the run or study name
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else SQLite under the output folder
+    system_metrics_s: float = 2.0  # CPU, memory, GPU of rank 0's machine every N seconds (short trials); 0: off
 
     def __post_init__(self) -> None:
+        if self.system_metrics_s < 0:
+            raise ValueError(f"system_metrics_s must be >= 0 (0 turns them off), not {self.system_metrics_s}")
         uri = self.tracking_uri
         if uri is None or "://" not in uri:  # unset, or a bare path: a SQLite file there
             return

@@ -26,6 +26,7 @@ from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job, use_gpu
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
+from nerlab.platform.progress import Console, TrialProgress, showing
 from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
@@ -212,9 +213,11 @@ def _log_as(client, run_id: str, path: str, artifact: str) -> None:
         client.log_artifact(run_id, str(Path(d) / name), folder)
 
 
-def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) -> dict:
+def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
+              console: Console | None = None) -> dict:
     """Run a study to the end: a new one, or the one already there with the same spec (resumed, or left
-    as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it."""
+    as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it.
+    ``console``: the live view (Ray's own output to a log file unless verbose); None leaves output to Ray."""
     out = Path(spec.output)
     check_fits(spec.base_run().resources, spec.resources.trial_cpus, spec.ray_address, f"{source}: resources")
     store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
@@ -227,6 +230,8 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         done = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
+        if console is not None:
+            stack.enter_context(showing(console, spec))
         data, plms = _prepare_inputs(spec)
         mark("study.prepared")
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
@@ -259,7 +264,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False) 
         # Tune snapshots its state whenever a trial has saved num_to_keep checkpoints since the last snapshot
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        callbacks = [CloseTrialRuns(ctx, exp_id)]
+        callbacks = [CloseTrialRuns(ctx, exp_id), TrialProgress()]
         restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
         try:
             results = _tuner(spec, ctx, out, callbacks, restore).fit()

@@ -35,6 +35,7 @@ from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_eve
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
+from nerlab.platform.system_metrics import SystemMetrics
 from nerlab.platform.timeline import mark
 from nerlab.platform.typed import from_dict
 
@@ -182,6 +183,7 @@ class RankZeroLog:
         self.tb_dir = Path(tempfile.mkdtemp(prefix="nerlab-tb-"))
         self.tb = SummaryWriter(str(self.tb_dir))
         self.done = T.logged_steps(self.client, self.run_id)
+        self.system = SystemMetrics(job.tracking_uri, job.run_id, job.spec.tracking.system_metrics_s).start()
 
     def epoch(self, entry: dict) -> None:
         for k, v in entry["metrics"].items():
@@ -351,6 +353,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                 metrics[N.TEST_F1] = test_report.micro.f1
                 metrics.update({N.TEST_TYPE_F1.format(t): s.f1 for t, s in test_report.per_type.items()})
             mark("worker.outputs_written")
+            log.system.stop()
             T.log_metrics(log.client, log.run_id, metrics, step=state.epoch)
             # the weights go to MLflow once, as the run's MLflow Model below (no plain model/ artifact beside it);
             # the model folder stays in the checkpoint, for `nerlab train --output DIR`'s DIR/model

@@ -11,7 +11,7 @@ def cmd_run(args) -> int:
     from nerlab.platform.study_spec import load_study_spec
 
     spec = load_study_spec(args.spec, smoke_mode=args.smoke, output=args.output)
-    summary = _with_report(run_study(spec, source=args.spec, replace_old=args.replace))
+    summary = _with_report(run_study(spec, source=args.spec, replace_old=args.replace, console=_console(args)))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 
@@ -20,9 +20,15 @@ def cmd_resume(args) -> int:
     from nerlab.platform.study import STUDY_FILE, load_saved_study, run_study
 
     spec = load_saved_study(args.study)
-    summary = _with_report(run_study(spec, source=str(Path(spec.output) / STUDY_FILE)))
+    summary = _with_report(run_study(spec, source=str(Path(spec.output) / STUDY_FILE), console=_console(args)))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
+
+
+def _console(args):
+    from nerlab.platform.progress import Console
+
+    return Console(verbose=args.verbose, to_stderr=args.json)
 
 
 def cmd_status(args) -> int:
@@ -77,6 +83,10 @@ def _summary(summary: dict, as_json: bool) -> None:
     print(f"browse it: nerlab ui {summary['output']}")
 
 
+VERBOSE_HELP = ("also show Ray's trial tables and the workers' logs here (by default they go to "
+                "OUTPUT/logs/study.log and the terminal shows a live view: one line per trial, a status line)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("study", help="run, resume or inspect a study (Ray Tune + Optuna + ASHA, MLflow)")
     verbs = p.add_subparsers(dest="study_verb", required=True, metavar="ACTION")
@@ -87,11 +97,13 @@ def register(sub) -> None:
     r.add_argument("--replace", action="store_true",
                    help="if a study of this name was started with another spec, archive it (its folder "
                         "moves to OUTPUT.archived-TIME, nothing is deleted) and start anew")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="the summary as JSON on stdout (the live view on stderr)")
+    r.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     r.set_defaults(fn=cmd_run)
     s = verbs.add_parser("resume", help="finish an interrupted study (finished trials are not rerun)")
     s.add_argument("study", help="study name (under ./runs) or output folder")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the summary as JSON on stdout (the live view on stderr)")
+    s.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     s.set_defaults(fn=cmd_resume)
     t = verbs.add_parser("status", help="trials done, running, pending, failed; best so far")
     t.add_argument("study", help="study name (under ./runs) or output folder")

@@ -1,6 +1,6 @@
 """End to end in a real headless Chromium against a real ``mlflow server`` on 127.0.0.1.
 
-The study's runs page lists its trial runs, the report attached to the study's run renders in the MLflow
+The study's runs page lists its trial runs and their logged models, the report attached to the study's run renders in the MLflow
 UI with its heatmap image loaded, and the registry shows the champion. Screenshots go to the test's
 folder, and also to ``$NERLAB_SCREENSHOTS`` when set. (The README's screenshots of the demo study come
 from ``docs/make_screenshots.py``, which visits the same pages.)
@@ -99,6 +99,40 @@ def test_experiment_page_lists_the_trial_runs(study, mlflow_ui, browser, tmp_pat
     text = body_text(browser)
     assert "dash" in text and "5 matching runs" in text
     shot(browser, tmp_path, "ui-runs.png")
+
+
+def test_a_trial_run_shows_its_logged_model(study, mlflow_ui, browser, tmp_path):
+    """The trial's MLflow Model (``tagger``, logged by its rank 0) shows in the runs table's Models column
+    and on the run's page, whose link leads to the logged model."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from nerlab.models.names import PYFUNC_MODEL
+
+    wait = WebDriverWait(browser, 90)
+    run = sorted(study.trial_runs(), key=lambda r: r.info.run_name)[0]
+    browser.get(f"{mlflow_ui}/#/experiments/{study.experiment_id}/runs")
+    expand = "button[data-component-id*='runnamecellrenderer']"
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, expand))
+    quiet_ui(browser, training_mode=True)
+    # ag-grid: a row's cells carry the run id (row-id) and the column (col-id)
+    cell = f"//*[@row-id='{run.info.run_id}']//*[@col-id='attributes.`Models`']"
+    try:  # the parent run may still be expanded from an earlier visit (the UI remembers)
+        WebDriverWait(browser, 5).until(lambda d: d.find_elements(By.XPATH, cell))
+    except Exception:  # noqa: BLE001
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, expand))[0].click()
+    wait.until(lambda d: d.find_elements(By.XPATH, cell) and d.find_element(By.XPATH, cell).text.strip())
+    assert browser.find_element(By.XPATH, cell).text.strip() == PYFUNC_MODEL
+    shot(browser, tmp_path, "ui-runs-models.png")
+
+    browser.get(f"{mlflow_ui}/#/experiments/{study.experiment_id}/runs/{run.info.run_id}")
+    wait.until(lambda d: "Logged models" in body_text(d))
+    quiet_ui(browser)
+    link = wait.until(lambda d: d.find_elements(By.XPATH, f"//a[normalize-space(.)='{PYFUNC_MODEL}']"))[0]
+    (model_id,) = [m.model_id for m in study.client().search_logged_models([study.experiment_id])
+                   if m.source_run_id == run.info.run_id and m.name == PYFUNC_MODEL]
+    assert model_id in link.get_attribute("href")
+    shot(browser, tmp_path, "ui-trial-run.png")
 
 
 def test_report_renders_in_the_mlflow_ui_with_its_heatmap(study, mlflow_ui, browser, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +46,30 @@ def trial_runs(out: Path, experiment: str):
     return client, parents, trials
 
 
+RAY_OUTPUT = ("Trial status:", "╭", "RayTrainWorker", "TrainController", "INFO worker.py")  # Tune's tables, logs
+
+
+def read_log(out: Path) -> str:
+    log = out / "logs" / "study.log"
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def check_quiet_output(p: subprocess.CompletedProcess, out: Path, trials: int, json_summary: bool) -> None:
+    """The live view: a header, one line per trial and status lines, then the summary; Ray's tables and
+    the workers' logs only in the study's log file. With --json the view is on stderr, stdout the summary."""
+    view = (p.stderr if json_summary else p.stdout).splitlines()
+    assert view[0].startswith("study ") and "logs/study.log" in view[1]
+    ended = [ln for ln in view if ln.startswith("[")]
+    assert len(ended) == trials and all(f"/{trials}] " in ln for ln in ended), view
+    assert all(ln.startswith(("study ", "Ray's", "[", "  ", "best:", "report:", "browse it:")) for ln in view), view
+    for text in (p.stdout, p.stderr):
+        assert not any(marker in text for marker in RAY_OUTPUT), text[-3000:]
+    if json_summary:
+        assert json.loads(p.stdout)["trials"] == trials  # stdout holds the summary and nothing else
+    log = read_log(out)
+    assert "Trial status:" in log and "RayTrainWorker" in log
+
+
 # The three drills start whole studies in subprocesses (about two minutes each on 2 cores).
 
 
@@ -56,7 +81,8 @@ def test_grid_of_two_worker_trials_gives_one_child_run_per_trial(tmp_path):
                                  "max_concurrent": 2})
     out = tmp_path / "out"
     p = nerlab("study", "run", str(spec), "--output", str(out), "--json", cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stderr[-3000:] + read_log(out)[-3000:]
+    check_quiet_output(p, out, trials=4, json_summary=True)
     client, parents, trials = trial_runs(out, "grid")
     assert len(parents) == 1 and len(trials) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
@@ -67,6 +93,8 @@ def test_grid_of_two_worker_trials_gives_one_child_run_per_trial(tmp_path):
         assert r.info.status == "FINISHED"
         assert r.data.params["resources.workers"] == "2"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val/micro_f1")] == [1, 2]
+        # MLflow's system metrics of rank 0's machine, sampled while the trial trained
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(r.data.metrics)
     arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "leaderboard")}
     assert "leaderboard/leaderboard.csv" in arts
     status = nerlab("study", "status", str(out), "--json", cwd=tmp_path)
@@ -86,7 +114,8 @@ def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
     spec.write_text(yaml.safe_dump(spec_dict))
     out = tmp_path / "out"
     p = nerlab("study", "run", str(spec), "--output", str(out), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stderr[-3000:] + read_log(out)[-3000:]
+    check_quiet_output(p, out, trials=5, json_summary=False)
     client, parents, trials = trial_runs(out, "tpe")
     assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)
     stopped = [r for r in trials if r.data.tags.get("nerlab.stopped_early") == "true"]
@@ -132,8 +161,9 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
         kill_tree(proc)
     _, _, before = trial_runs(out, "resume")
     assert 1 <= sum(r.info.status == "FINISHED" for r in before) < 4, "the kill came after the study's end"
-    p = nerlab("study", "resume", str(out), cwd=tmp_path)
+    p = nerlab("study", "resume", str(out), "--verbose", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "Trial status:" in p.stdout and "(trial_driver pid=" in p.stdout + p.stderr  # --verbose: Ray's output
     _, parents, trials = trial_runs(out, "resume")
     assert len(parents) == 1
     assert len(trials) == 4 and len({r.data.tags["nerlab.trial"] for r in trials}) == 4

@@ -1,0 +1,238 @@
+"""What a study shows on the terminal: a header, one line per trial that ends, and a status line.
+
+Quiet by default: while the study runs, everything else the process and its Ray children print (Tune's
+trial tables, the workers' logs relayed by Ray, progress bars, warnings) goes to ``OUTPUT/logs/study.log``.
+Both levels are redirected: Python's ``sys.stdout``/``sys.stderr`` and file descriptors 1 and 2, so that
+C++ logs of Ray and the processes Ray starts land in the file too. ``verbose`` leaves the output alone and
+adds only the trial lines.
+
+Tune pickles its callbacks with the experiment and a restored study brings back the pickled ones, so the
+callback here holds nothing: it hands Tune's events to the view of the running command (``_VIEW``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ray import tune
+
+from nerlab.models import names as N
+from nerlab.platform.search_space import grid_size, trial_run_name, trial_run_spec
+from nerlab.platform.study_spec import StudySpec
+
+LOG_FILE = "logs/study.log"  # under the study's output folder
+
+
+@dataclass(frozen=True)
+class Console:
+    """How ``nerlab study run|resume`` talks to the terminal."""
+
+    verbose: bool = False  # Ray's tables and the workers' logs on the terminal, as Ray prints them
+    to_stderr: bool = False  # the view on stderr (``--json``: stdout holds only the summary)
+    every_s: float = 30.0  # a status line at most this often when the stream is not a terminal
+
+
+_VIEW: "View | None" = None
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class View:
+    """The live view of one study: counts from Tune's trials, lines to ``stream``."""
+
+    def __init__(self, stream: TextIO, spec: StudySpec, console: Console, log: Path | None):
+        self.stream, self.spec, self.console, self.log = stream, spec, console, log
+        self.tty = (not console.verbose) and stream.isatty()
+        self.total = grid_size(spec)
+        self.start = time.monotonic()
+        self.last_status = 0.0  # when the last status line was printed (not a terminal)
+        self.shown: set[str] = set()  # trials whose end was printed
+        self.ended_here = 0  # trials that ended in this command (for the estimate)
+        self.best: tuple[float, str] | None = None
+        self.status_shown = False  # a status line stands on the terminal's last line
+        self.last_line = ""  # the last line written (a forced status line that says nothing new is left out)
+
+    # ---- lines --------------------------------------------------------------------------------------------
+    def _write(self, text: str) -> None:
+        if self.status_shown:  # the status line gives way to the new line and comes back below it
+            self.stream.write("\r\033[K")
+            self.status_shown = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self.last_line = text
+
+    def header(self) -> None:
+        s, r = self.spec, self.spec.resources
+        what = f"grid of {self.total} trials" if s.search.mode == "grid" else f"optuna, {self.total} trials"
+        self._write(f"study {s.name}: {what}, at most {r.max_concurrent} at a time; output {s.output}")
+        if self.log is not None:
+            self._write(f"Ray's and the workers' output: {self.log} (--verbose shows it here)")
+
+    def name(self, trial) -> str:
+        try:
+            return trial_run_name(trial.config, trial_run_spec(self.spec, dict(trial.config), trial.trial_id)[1])
+        except Exception:  # noqa: BLE001 - a name is never worth failing the study
+            return trial.trial_id
+
+    def result(self, trial, result: dict) -> None:
+        f1 = result.get(N.TUNE_VAL_F1)
+        if f1 is not None and (self.best is None or f1 > self.best[0]):
+            self.best = (float(f1), self.name(trial))
+
+    def ended(self, trial, trials, error: bool) -> None:
+        if trial.trial_id in self.shown:
+            return
+        self.shown.add(trial.trial_id)
+        self.ended_here += 1
+        last = trial.last_result or {}
+        done = 1 + sum(1 for t in trials if t is not trial and t.status in ("TERMINATED", "ERROR"))
+        if error:
+            how = "failed "
+            tail = f"see {self.log}" if self.log else "see Tune's error above"
+        else:
+            how = "done   " if last.get(N.TUNE_FINAL) else "stopped"
+            f1 = last.get(N.TUNE_VAL_F1)
+            tail = (f"val F1 {f1:.4f}" if f1 is not None else "val F1 -") + f"  {last.get(N.TUNE_EPOCH, 0)} epochs"
+        secs = last.get("time_total_s")
+        self._write(f"[{done}/{self.total}] {how} {self.name(trial)}  {tail}"
+                    + (f"  {_duration(secs)}" if secs is not None else ""))
+        self.status(trials, force=True)
+
+    def counts(self, trials) -> dict[str, int]:
+        c = {"done": 0, "running": 0, "failed": 0, "stopped early": 0}
+        for t in trials:
+            status = t.status
+            if t.trial_id in self.shown and status not in ("TERMINATED", "ERROR"):
+                status = "TERMINATED"  # Tune calls on_trial_complete before it marks the trial
+            if status == "ERROR":
+                c["failed"] += 1
+            elif status == "TERMINATED":
+                c["done" if (t.last_result or {}).get(N.TUNE_FINAL) else "stopped early"] += 1
+            elif status in ("RUNNING", "PAUSED"):
+                c["running"] += 1
+        c["pending"] = max(0, self.total - sum(c.values()))
+        return c
+
+    def status_line(self, trials) -> str:
+        c = self.counts(trials)
+        for t in trials:  # a restored study: trials that ended before this command count for the best
+            if t.trial_id not in self.shown and t.last_result and t.status == "TERMINATED":
+                self.result(t, t.last_result)
+        elapsed = time.monotonic() - self.start
+        left = c["pending"] + c["running"]
+        eta = "?" if not self.ended_here else _duration(elapsed / self.ended_here * left)
+        best = f"best {self.best[0]:.4f} {self.best[1]}" if self.best else "best -"
+        return (f"{c['done']} done, {c['running']} running, {c['pending']} pending, {c['failed']} failed, "
+                f"{c['stopped early']} stopped early | {best} | {_duration(elapsed)} elapsed, ~{eta} left")
+
+    def status(self, trials, force: bool = False) -> None:
+        if self.console.verbose:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if not force and now - self.last_status < 0.5:  # Tune's loop steps many times a second
+                return
+            self.last_status = now
+            self.stream.write("\r\033[K" + self.status_line(trials)[:self._width() - 1])  # one row: \r reaches it
+            self.stream.flush()
+            self.status_shown = True
+            return
+        line = "  " + self.status_line(trials)
+        news = line.rsplit(" | ", 1)[0] != self.last_line.rsplit(" | ", 1)[0]  # counts or best changed
+        if (force and news) or now - self.last_status >= self.console.every_s:
+            self.last_status = now
+            self._write(line)
+
+    def _width(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return 120
+
+    def close(self) -> None:
+        if self.status_shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.status_shown = False
+
+
+class TrialProgress(tune.Callback):
+    """Tune's events to the running command's view (none: nothing)."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if _VIEW is not None:
+            _VIEW.result(trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if _VIEW is not None:
+            _VIEW.ended(trial, trials, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if _VIEW is not None:
+            _VIEW.ended(trial, trials, error=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        if _VIEW is not None and trials:
+            _VIEW.status(trials)
+
+    def on_experiment_end(self, trials, **info):
+        if _VIEW is not None:
+            _VIEW.status(trials, force=True)
+            _VIEW.close()
+
+
+@contextmanager
+def _redirected(log: Path, keep_fd: int):
+    """Send fds 1 and 2 and ``sys.stdout``/``sys.stderr`` to ``log``; yield a stream on the old ``keep_fd``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for s in (sys.stdout, sys.stderr):
+        s.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    term = os.fdopen(os.dup(saved[keep_fd]), "w", buffering=1, encoding="utf-8", errors="replace")
+    sink = open(log, "a", buffering=1, encoding="utf-8", errors="replace")
+    old_out, old_err = sys.stdout, sys.stderr
+    os.dup2(sink.fileno(), 1)
+    os.dup2(sink.fileno(), 2)
+    sys.stdout = sys.stderr = sink
+    try:
+        yield term
+    finally:
+        for s in (sys.stdout, sys.stderr):
+            s.flush()
+        sys.stdout, sys.stderr = old_out, old_err
+        for fd, s in saved.items():
+            os.dup2(s, fd)
+            os.close(s)
+        sink.close()
+        term.close()
+
+
+@contextmanager
+def showing(console: Console, spec: StudySpec):
+    """The live view of ``spec``'s study while the block runs; quiet unless ``console.verbose``."""
+    global _VIEW
+    out = Path(spec.output)
+    log = out / LOG_FILE
+    with _redirected(log, 2 if console.to_stderr else 1) if not console.verbose else _plain(console) as stream:
+        view = View(stream, spec, console, None if console.verbose else log)
+        view.header()
+        _VIEW = view
+        try:
+            yield view
+        finally:
+            _VIEW = None
+            view.close()
+
+
+@contextmanager
+def _plain(console: Console):
+    yield sys.stderr if console.to_stderr else sys.stdout

@@ -13,6 +13,7 @@ start: the trial saves and restores its checkpoints through Tune).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,6 +197,12 @@ class RankZeroLog:
     def artifacts(self, folder: Path, path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), path)
 
+    def close(self) -> None:
+        """Stop sampling, close TensorBoard, remove its folder: the process may train the next trial."""
+        self.system.stop()
+        self.tb.close()
+        shutil.rmtree(self.tb_dir, ignore_errors=True)
+
 
 class TrainSession:
     """Inside a Ray Train worker: rank, world and device from Train; checkpoints and reports through Train."""
@@ -259,59 +266,63 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
                cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None,
                session=session)
-    lengths = [len(x) for x in train_w]
-    steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
-    w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
-    w.scaler = torch.amp.GradScaler(device.type, enabled=w.dtype is torch.float16)
-    mark("worker.model_built")
-    state, best = LoopState(), None
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state, best = w.load_checkpoint(Path(d))
-        if best is None and state.best_epoch == state.epoch:  # the checkpointed weights are the best
-            best = weights(model, "cpu")
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    names = list(schema.types) + (["FLAT"] if spec.model.flat_head else [])
-    nodes = [ray.util.get_node_ip_address()] * world  # each rank's node, in rank order (this attempt's)
-    if world > 1:
-        dist.all_gather_object(nodes, nodes[0])
-    if w.log:
-        T.set_tags(w.log.client, w.log.run_id, {
-            N.WORKER_NODES_TAG: ",".join(nodes), N.DEVICE_TAG: device.type,
-            N.PRECISION_TAG: str(w.dtype).removeprefix("torch.") if w.dtype else "fp32"})
-        for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
-            w.log.epoch(entry)
-    mark("worker.setup_done")
-
-    while not state.stopped and state.epoch < cfg.epochs:
-        epoch = state.epoch + 1
-        # Dropout draws depend on the epoch alone, as the batch order does, so a job resumed from a
-        # checkpoint trains exactly as an uninterrupted one would.
-        seed_everything(cfg.seed + epoch)
-        order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
-        batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
-        lr = w.sched.get_last_lr()[0]
-        mark("worker.epoch_start", epoch=epoch)
-        stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
-        mark("worker.epoch_trained", epoch=epoch)
-        tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
+    try:
+        lengths = [len(x) for x in train_w]
+        steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
+        w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+        w.scaler = torch.amp.GradScaler(device.type, enabled=w.dtype is torch.float16)
+        mark("worker.model_built")
+        state, best = LoopState(), None
+        if checkpoint:
+            with checkpoint.as_directory() as d:
+                state, best = w.load_checkpoint(Path(d))
+            if best is None and state.best_epoch == state.epoch:  # the checkpointed weights are the best
+                best = weights(model, "cpu")
+        ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        names = list(schema.types) + (["FLAT"] if spec.model.flat_head else [])
+        nodes = [ray.util.get_node_ip_address()] * world  # each rank's node, in rank order (this attempt's)
         if world > 1:
-            dist.all_reduce(tokens)
-        report, _ = w.evaluate(val_s, val_w)
-        entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
-        if cfg.select_by == "val_loss":  # as the reference system did: the loss it trains on without the penalty
-            entry["metrics"][N.VAL_LOSS] = w.val_loss(val_w)
-        if state.update(cfg, epoch, report.micro.f1, entry["metrics"].get(N.VAL_LOSS)):
-            best = weights(model, "cpu")
-        state.history.append(entry)
-        mark("worker.epoch_scored", epoch=epoch)
-        _report_epoch(w, entry, state, best)
-        mark("worker.epoch_reported", epoch=epoch)
+            dist.all_gather_object(nodes, nodes[0])
         if w.log:
-            w.log.epoch(entry)
-        mark("worker.epoch_logged", epoch=epoch)
+            T.set_tags(w.log.client, w.log.run_id, {
+                N.WORKER_NODES_TAG: ",".join(nodes), N.DEVICE_TAG: device.type,
+                N.PRECISION_TAG: str(w.dtype).removeprefix("torch.") if w.dtype else "fp32"})
+            for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
+                w.log.epoch(entry)
+        mark("worker.setup_done")
 
-    _finish(w, state, best, val_s, val_w)
+        while not state.stopped and state.epoch < cfg.epochs:
+            epoch = state.epoch + 1
+            # Dropout draws depend on the epoch alone, as the batch order does, so a job resumed from a
+            # checkpoint trains exactly as an uninterrupted one would.
+            seed_everything(cfg.seed + epoch)
+            order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
+            batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
+            lr = w.sched.get_last_lr()[0]
+            mark("worker.epoch_start", epoch=epoch)
+            stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
+            mark("worker.epoch_trained", epoch=epoch)
+            tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
+            if world > 1:
+                dist.all_reduce(tokens)
+            report, _ = w.evaluate(val_s, val_w)
+            entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
+            if cfg.select_by == "val_loss":  # as the reference system did: the loss it trains on without the penalty
+                entry["metrics"][N.VAL_LOSS] = w.val_loss(val_w)
+            if state.update(cfg, epoch, report.micro.f1, entry["metrics"].get(N.VAL_LOSS)):
+                best = weights(model, "cpu")
+            state.history.append(entry)
+            mark("worker.epoch_scored", epoch=epoch)
+            _report_epoch(w, entry, state, best)
+            mark("worker.epoch_reported", epoch=epoch)
+            if w.log:
+                w.log.epoch(entry)
+            mark("worker.epoch_logged", epoch=epoch)
+
+        _finish(w, state, best, val_s, val_w)
+    finally:  # stopped by Tune (SystemExit at a report), failed, or done
+        if w.log:
+            w.log.close()
 
 
 def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -> None:

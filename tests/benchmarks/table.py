@@ -56,36 +56,47 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
     s = load(folder, "study")
     if s:
         n = len(s.get("searches", [])) or 1
-        share = (f"**{s['search_share']:.2f}** median, {s.get('search_share_max', s['search_share']):.2f} worst "
-                 f"over {n} sampler seed(s)")
-        out += [("fixed cost per trial", f"{s['trial_overhead_s']:.1f} s (+{s['trial_epoch_s']:.1f} s/epoch, "
-                 f"{s['trial_train_epoch_s']:.1f} s of it training steps)",
-                 "trial run duration = a + b x epochs from 1- and 5-epoch one-trial studies (`bench_study.py`)"),
-                ("fixed cost per study", f"{s['study_overhead_s']:.1f} s",
+        new, old = s.get("inline", s), s.get("ray_train")
+        vs = lambda key, fmt: "" if old is None else f" (Ray Train job per trial: {old[key]:{fmt}})"  # noqa: E731
+        ratio = lambda key: "" if old is None else f", **{old[key] / new[key]:.1f}x** less"  # noqa: E731
+        out += [("fixed cost per trial", f"{new['trial_overhead_s']:.1f} s{vs('trial_overhead_s', '.1f')}"
+                 f"{ratio('trial_overhead_s')} (+{new['trial_epoch_s']:.1f} s/epoch, "
+                 f"{new['trial_train_epoch_s']:.1f} s of it training steps)",
+                 "inline one-worker trials; trial run duration = a + b x epochs from 1- and 5-epoch one-trial "
+                 "studies, both ways in one run (`bench_study.py`)"),
+                ("fixed cost per study", f"{new['study_overhead_s']:.1f} s{vs('study_overhead_s', '.1f')}",
                  "1-trial study wall time minus its trial (Ray, MLflow server, data, Tune) (`bench_study.py`)"),
-                ("study efficiency (training / wall)", f"{s['grid_efficiency']:.2f} "
-                 f"({s['grid_train_s']:.0f} s of {s['grid_wall_s']:.0f} s; trials ran {s['grid_concurrency']:.2f}x"
-                 " in parallel)", f"{s['grid_trials']}-trial grid, sum of `train/epoch_seconds` over the study's "
-                 "wall time (`bench_study.py`)"),
-                ("search efficiency (Optuna + ASHA)", f"{share} of the grid's epochs (target <= 0.40)",
-                 f"epochs trained, in completion order, until a trial is within 1 F1 point of the grid's best; "
-                 f"{s['search_trials']} TPE samples per search, {s['search_stopped_early']} trials stopped early in all "
-                 "(`bench_study.py`)")]
+                ("grid: wall / training time", f"{new.get('grid_wall_over_train', 1 / new['grid_efficiency']):.2f}"
+                 f"{vs('grid_wall_over_train', '.2f') if old and 'grid_wall_over_train' in old else ''}; trials' phase "
+                 f"{new.get('grid_trials_wall_over_train', float('nan')):.2f} (goal <= 1.25)",
+                 f"{new['grid_trials']}-trial grid, 2 at a time: study wall time (and first trial start to last trial "
+                 f"end) over the sum of `train/epoch_seconds`; best F1 {new['grid_best_f1']:.3f} (`bench_study.py`)")]
+        if "search_share" in s:
+            share = (f"**{s['search_share']:.2f}** median, {s.get('search_share_max', s['search_share']):.2f} worst "
+                     f"over {n} sampler seed(s)")
+            out.append(("search efficiency (Optuna + ASHA)", f"{share} of the grid's epochs (target <= 0.40)",
+                        f"epochs trained, in completion order, until a trial is within 1 F1 point of the grid's best; "
+                        f"{s['search_trials']} TPE samples per search, {s['search_stopped_early']} trials stopped "
+                        "early in all (`bench_study.py`)"))
     tl = load(folder, "trial_timeline")
-    if tl:
-        ph = tl["phases"]
-        top = sorted(((v, k) for k, v in ph.items()), reverse=True)[:5]
-        out.append(("trial timeline: trial start -> first training step",
-                    f"{tl['trial_start_to_first_step_s']:.1f} s (Train controller + worker process up "
-                    f"{ph.get('Train controller + worker process up', ph.get('Train controller + worker group', 0)):.1f} s, "
-                    f"model + optimiser {ph['model + optimiser']:.1f} s, "
-                    f"run opened {ph['trial MLflow run opened']:.1f} s); after the last epoch {tl['after_last_epoch_s']:.1f} s "
-                    f"(Train shutdown {ph['Train shutdown']:.1f} s)",
-                    f"1-trial 1-epoch study, phase timestamps of the study driver, trial driver and Train worker, median "
-                    f"of {tl['repeats']} (`bench_trial_timeline.py`)"))
-        out.append(("trial timeline: largest phases of a 1-trial study", ", ".join(f"{k} {v:.1f} s" for v, k in top)
-                    + f" (study wall {tl['wall_s']:.0f} s, trial training steps {ph['training steps']:.1f} s)",
-                    "the same run (`bench_trial_timeline.py`); the breakdown per phase is in its JSON"))
+    if tl and "inline" in tl:
+        i, t = tl["inline"], tl["ray_train"]
+        for key, label in (("trial_start_to_first_step_s", "trial start -> first training step"),
+                           ("last_epoch_to_tune_final_s", "last epoch -> Tune holds the final result"),
+                           ("trial_fixed_s", "a trial's fixed cost")):
+            out.append((f"trial timeline: {label}", f"inline {i['warm'][key]:.2f} s vs Ray Train job "
+                        f"{t['warm'][key]:.2f} s (**{t['warm'][key] / max(i['warm'][key], 1e-9):.0f}x**); first trial "
+                        f"(new process) {i['cold'][key]:.2f} vs {t['cold'][key]:.2f} s",
+                        f"{tl['trials']} one-epoch trials in turn per way, phase timestamps (`NERLAB_TIMELINE`), "
+                        "median of the trials after the first (`bench_trial_timeline.py`)"))
+    m = load(folder, "many_trials")
+    if m:
+        out.append((f"{m['trials']}-trial study: per-trial cost, first vs last",
+                    f"run {m['first']['run_s']:.2f} -> {m['last']['run_s']:.2f} s ({m['last_over_first_run']:.2f}x), "
+                    f"fixed {m['first']['fixed_s']:.2f} -> {m['last']['fixed_s']:.2f} s; slope "
+                    f"{m['fixed_slope_s_per_100']:+.2f} s per 100 trials; {m['wall_per_trial_s']:.2f} s of wall per trial",
+                    f"one-epoch tiny trials, {m['mode']}, 2 at a time; medians over the first and last eighth, "
+                    "by start (`bench_many_trials.py`)"))
     rs = load(folder, "results_scale")
     if rs:
         lo, hi = (str(n) for n in (min(rs["sizes"]), max(rs["sizes"])))

@@ -34,8 +34,15 @@ def _terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
     import signal
     import threading
+
+    # MLflow's usage telemetry: no data leaves the user's machines unasked, and its client sets and unsets an
+    # environment variable from its own thread, which breaks a thread that copies os.environ meanwhile
+    # (a trial failed with KeyError '_MLFLOW_TELEMETRY_SESSION_ID'). Set before MLflow is first imported;
+    # Ray's local workers inherit it, cluster workers get it from connect_ray.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)

@@ -57,7 +57,7 @@ def connect_ray(address: str | None = None, **kwargs) -> bool:
         return False  # a caller's Ray (tests, a notebook): theirs to stop
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    env = {"RAY_TRAIN_V2_ENABLED": "1"}
+    env = {"RAY_TRAIN_V2_ENABLED": "1", "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")}
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, **kwargs)
         return True

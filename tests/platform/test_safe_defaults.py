@@ -135,13 +135,14 @@ def test_local_ray_dashboard_binds_loopback(monkeypatch) -> None:
 
     if ray.is_initialized():
         pytest.skip("Ray already runs in this process")
-    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_TRAIN_V2_ENABLED"):
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_TRAIN_V2_ENABLED", "MLFLOW_DISABLE_TELEMETRY"):
         monkeypatch.delenv(var, raising=False)  # restored after the test, whatever connect_ray sets
     seen = []
     monkeypatch.setattr(ray, "init", lambda *a, **kw: seen.append(kw))
     jobs.connect_ray(None, num_cpus=1)
     (kwargs,) = seen
     assert "address" not in kwargs
+    assert kwargs["runtime_env"]["env_vars"]["MLFLOW_DISABLE_TELEMETRY"] == "true"  # no usage data sent, no race
     if kwargs.get("include_dashboard", True) is not False:
         assert kwargs.get("dashboard_host") == "127.0.0.1", kwargs
 

@@ -78,10 +78,7 @@ def cmd_select(args) -> int:
         raise UsageError(str(e)) from None
     result = {"choice": choice.to_dict(), "registered": None}
     if not args.dry_run:
-        version, created = register(ref.client, args.name, choice, alias=args.alias)
-        result["registered"] = {"name": args.name, "version": int(version.version), "alias": args.alias,
-                                "uri": f"models:/{args.name}@{args.alias}", "created": created,
-                                "source": version.source, "run_id": version.run_id}
+        result["registered"] = _registered(args, *register(ref.client, args.name, choice, alias=args.alias))
     if args.json:
         print(json.dumps(_clean(result), indent=2, ensure_ascii=False))
         return 0
@@ -96,11 +93,20 @@ def cmd_select(args) -> int:
               f"difference {c.delta:+.4f} (95% interval {c.ci95[0]:+.4f} .. {c.ci95[1]:+.4f})")
     for note in c.notes:
         print(f"  note: {note}")
-    if result["registered"]:
-        r = result["registered"]
+    _print_registered(result["registered"])
+    return 0
+
+
+def _registered(args, version, created: bool) -> dict:
+    return {"name": args.name, "version": int(version.version), "alias": args.alias,
+            "uri": f"models:/{args.name}@{args.alias}", "created": created, "source": version.source,
+            "run_id": version.run_id}
+
+
+def _print_registered(r: dict | None) -> None:
+    if r:
         verb = "registered" if r["created"] else "already registered as"
         print(f"{verb} {r['name']} version {r['version']}; alias {r['alias']!r} -> {r['uri']}")
-    return 0
 
 
 def _select_ensemble(args, ref) -> int:
@@ -110,10 +116,7 @@ def _select_ensemble(args, ref) -> int:
                         samples=args.samples, seed=args.seed, log=not args.dry_run)
     out = {"ensemble": _clean(result.to_dict()), "registered": None}
     if not args.dry_run:
-        version, created = E.register(ref, result, args.name, args.alias)
-        out["registered"] = {"name": args.name, "version": int(version.version), "alias": args.alias,
-                             "uri": f"models:/{args.name}@{args.alias}", "created": created,
-                             "source": version.source, "run_id": version.run_id}
+        out["registered"] = _registered(args, *E.register(ref, result, args.name, args.alias))
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
@@ -130,10 +133,7 @@ def _select_ensemble(args, ref) -> int:
         print(f"  note: {note}")
     if result.run_id:
         print(f"  logged as run {result.run_id} (kind ensemble) in the study's experiment")
-    if out["registered"]:
-        r = out["registered"]
-        verb = "registered" if r["created"] else "already registered as"
-        print(f"{verb} {r['name']} version {r['version']}; alias {r['alias']!r} -> {r['uri']}")
+    _print_registered(out["registered"])
     return 0
 
 

@@ -99,17 +99,23 @@ class FolderLock:
     def __enter__(self) -> "FolderLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
+        deadline = time.monotonic() + 2.0
+        while True:
             try:
-                holder = describe(json.loads(fh.read()))
-            except ValueError:
-                holder = "another process"
-            fh.close()
-            raise UsageError(f"{self.what} is already running: {holder}; wait for it to end, or stop it "
-                             f"(it is resumed with the same command)") from None
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                try:
+                    holder = describe(json.loads(fh.read()))
+                except ValueError:  # the holder took the lock and has not written its name yet
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    holder = "another process"
+                fh.close()
+                raise UsageError(f"{self.what} is already running: {holder}; wait for it to end, or stop it "
+                                 f"(it is resumed with the same command)") from None
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps(_me()))

@@ -45,6 +45,28 @@ def test_a_folder_held_by_a_live_driver_is_refused_naming_it(tmp_path):
         p.wait()
 
 
+def test_a_holder_caught_between_taking_the_lock_and_naming_itself_is_still_named(tmp_path):
+    """The kernel lock comes first, the holder's name a moment later: a second driver waits for the name."""
+    import fcntl
+
+    fh = open(tmp_path / ownership.LOCK_FILE, "a+")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, nothing written yet
+
+    def name_later():
+        time.sleep(0.4)
+        fh.write(json.dumps({"pid": 4242, "host": "elsewhere", "since": time.time(), "command": "nerlab train"}))
+        fh.flush()
+
+    threading.Thread(target=name_later).start()
+    try:
+        with pytest.raises(UsageError) as e:
+            with ownership.FolderLock(tmp_path, "training job j"):
+                pass
+        assert "training job j is already running: pid 4242 on elsewhere" in str(e.value)
+    finally:
+        fh.close()
+
+
 def test_a_killed_driver_leaves_no_lock_behind(tmp_path):
     p = hold_in_subprocess(tmp_path)
     p.send_signal(signal.SIGKILL)

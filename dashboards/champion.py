@@ -140,7 +140,7 @@ def _counts_for(client, runs: list[tuple[str, str | None]], split: str, gold: li
 
 def _gold_file(client, parent_run_id: str, run_id: str, split: str, tmp: Path) -> str | None:
     """The gold file of ``split``: the path the trial read where this machine has it, else the copy the study
-    logged on its parent run (``gold/val.txt``)."""
+    logged on its parent run (``gold/val.txt``, ``gold/test.txt``)."""
     local = client.get_run(run_id).data.params.get(f"inputs.{split}")
     if local and Path(local).is_file():
         return local

@@ -37,7 +37,7 @@ from nerlab.platform.typed import UsageError
 METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
 STUDY_FILE = N.STUDY_FILE
-GOLD_DIR = N.GOLD_DIR  # the parent run's copy of the gold validation file (for the bootstrap in select)
+GOLD_DIR = N.GOLD_DIR  # the parent run's copies of the gold val and test files (select, ensembles)
 STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
 
 
@@ -255,8 +255,11 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), N.CONFIG_DIR)
-            # The gold validation file travels with the study, so `nerlab select` can bootstrap anywhere.
-            _log_as(client, parent.info.run_id, data["val"], f"{GOLD_DIR}/val.txt")
+            # The gold files travel with the study, so `nerlab select` can bootstrap (val) and score an
+            # ensemble (val, test) on any machine.
+            for split in ("val", "test"):
+                if data[split]:
+                    _log_as(client, parent.info.run_id, data[split], f"{GOLD_DIR}/{split}.txt")
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)

@@ -171,7 +171,8 @@ def register(sub) -> None:
                     help="register one model from the top K configurations' chosen trials (mean of per-word head "
                          "probabilities), scored on val and test beside the best single model")
     se.add_argument("--gold", help="gold validation file (default: the file the trials were validated on)")
-    se.add_argument("--gold-test", help="gold test file for --ensemble (default: the file the trials were tested on)")
+    se.add_argument("--gold-test", help="gold test file for --ensemble (default: the file the trials were tested "
+                    "on, else the study's logged copy)")
     se.add_argument("--samples", type=positive_int, default=2000, help="bootstrap samples")
     se.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     se.add_argument("--dry-run", action="store_true", help="choose and report, register nothing")

@@ -200,6 +200,9 @@ def test_select_bootstraps_from_the_studys_gold_copy_on_another_machine(study, c
     client = study.client()
     logged = Path(client.download_artifacts(study.parent_run_id, "gold/val.txt", str(tmp_path)))
     assert logged.read_bytes() == val.read_bytes()
+    test = Path(best_run.data.params["inputs.test"])  # the test file too, for ensembles scored elsewhere
+    logged = Path(client.download_artifacts(study.parent_run_id, "gold/test.txt", str(tmp_path / "t")))
+    assert logged.read_bytes() == test.read_bytes()
     hidden = val.with_name(val.name + ".hidden")
     val.rename(hidden)
     try:

@@ -181,24 +181,19 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
     key, experiment = f"{spec.name}@{out}", spec.tracking.experiment or spec.name
     with ExitStack() as stack:
-        stack.enter_context(ownership.FolderLock(out, f"training job {spec.name} ({out})"))
-        params = T.flatten(T.spec_params(spec))
+        what = f"training job {spec.name} ({out})"
+        stack.enter_context(ownership.FolderLock(out, what))
         saved = out / RUN_FILE
         again = False
         if saved.is_file():
-            diff = ownership.changes(T.flatten(yaml.safe_load(saved.read_text(encoding="utf-8"))), params)
-            if diff and not replace_old:
-                raise UsageError(f"{source}: {out} holds a job started with another spec ({diff}); give "
-                                 f"another --output, or add --replace to archive the old job and train anew")
-            if diff:
-                moved = ownership.archive(out)
-                stack.enter_context(ownership.FolderLock(out, f"training job {spec.name} ({out})"))
-                print(f"archived the old job to {moved}", flush=True)
-                again = True
-            else:
-                done = _finished_job(uri, experiment, key, out)
-                if done is not None:
-                    return done
+            refusal = (f"{source}: {out} holds a job started with another spec ({{diff}}); give another --output, "
+                       f"or add --replace to archive the old job and train anew")
+            old = T.flatten(yaml.safe_load(saved.read_text(encoding="utf-8")))
+            again = ownership.same_or_archived(stack, out, what, old, T.flatten(T.spec_params(spec)), replace_old,
+                                               refusal)
+            done = None if again else _finished_job(uri, experiment, key, out)
+            if done is not None:
+                return done
         inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
         saved.write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True, sort_keys=False))
         client, run = open_run(spec, inputs, key, uri, artifacts, experiment, reuse_finished=not again)

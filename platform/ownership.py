@@ -131,6 +131,24 @@ class FolderLock:
             self.fh = None
 
 
+def same_or_archived(stack, folder: Path, what: str, old: dict[str, str], new: dict[str, str], replace_old: bool,
+                     refusal: str) -> bool:
+    """Whether the folder's earlier work was archived (True: start anew) or is this spec's (False: go on).
+
+    Specs that differ are refused (``refusal``, with ``{diff}`` naming the keys) unless ``replace_old``: then
+    the folder moves aside and a fresh one is locked for this driver in ``stack``.
+    """
+    diff = changes(old, new)
+    if not diff:
+        return False
+    if not replace_old:
+        raise UsageError(refusal.replace("{diff}", diff))  # not .format: paths may hold braces
+    moved = archive(folder)
+    stack.enter_context(FolderLock(folder, what))
+    print(f"archived the old {what} to {moved}", flush=True)
+    return True
+
+
 def archive(folder: Path) -> Path:
     """Move a study's or job's output folder aside (nothing is deleted); returns where it went."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -32,7 +32,6 @@ from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
 from nerlab.platform.timeline import mark
 from nerlab.platform.train_loop import Job, TuneSession, run_worker
-from nerlab.platform.typed import UsageError
 
 METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
@@ -261,7 +260,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
                 if data[split]:
                     _log_as(client, parent.info.run_id, data[split], f"{GOLD_DIR}/{split}.txt")
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
-                           experiment=spec.tracking.experiment or spec.name, parent_run_id=parent.info.run_id,
+                           experiment=experiment, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         mark("study.server_and_parent_run")
         # Tune snapshots its state whenever a trial has saved num_to_keep checkpoints since the last snapshot
@@ -310,20 +309,12 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
         old = dict(parent.data.params)
     else:
         return None
-    new = T.flatten(T.spec_params(spec))
-    diff = ownership.changes(old, new)
-    if diff and not replace_old:
-        raise UsageError(f"{source}: study {spec.name} at {out} was started with another spec ({diff}); "
-                         f"give the study another name or --output, or add --replace to archive the old "
-                         f"one and start anew")
-    if diff:
-        if parent is not None and not _local_store(store_uri, out):
+    refusal = (f"{source}: study {spec.name} at {out} was started with another spec ({{diff}}); give the study "
+               f"another name or --output, or add --replace to archive the old one and start anew")
+    if ownership.same_or_archived(stack, out, what, old, T.flatten(T.spec_params(spec)), replace_old, refusal):
+        if parent is not None and not _local_store(store_uri, out):  # the old study's run, renamed
             stamp = f"{spec.name}~archived-{parent.info.run_id[:8]}"
-            client = T.MlflowClient(store_uri)
-            T.set_tags(client, parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})  # MLflow's name tag
-        moved = ownership.archive(out)
-        stack.enter_context(ownership.FolderLock(out, what))
-        print(f"archived the old study {spec.name} to {moved}", flush=True)
+            T.set_tags(T.MlflowClient(store_uri), parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})
         return None
     if parent is not None and parent.info.status == "FINISHED":
         status = study_status(spec)

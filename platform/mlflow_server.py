@@ -8,6 +8,7 @@ gone, however that command ended (SIGKILL included), so no server outlives its c
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -24,6 +25,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it answered (a bad store, or its port taken meanwhile)."""
 
 
 class Server:
@@ -47,12 +52,12 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with code {self.proc.returncode} (log: {self.log_file})")
+                raise ServerExited(f"mlflow server exited with code {self.proc.returncode} (log: {self.log_file})")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
                     if r.status == 200:
                         return self.url
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up yet, or another program's port (see serving)
                 time.sleep(0.3)
         stop(self.proc)
         raise RuntimeError(f"mlflow server did not answer on {self.url} within {timeout:.0f} s")
@@ -91,16 +96,21 @@ def stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def serving(store_uri: str, artifacts_uri: str | None, log_file: Path | None = None) -> Iterator[str]:
-    with launched(store_uri, artifacts_uri, log_file) as server:
-        yield server.ready()
+    """A server, up, for the ``with`` block (its URL); stopped on exit.
 
-
-@contextmanager
-def launched(store_uri: str, artifacts_uri: str | None, log_file: Path | None = None) -> Iterator[Server]:
-    """A server starting while the caller does other work (call ``ready()`` before using it); stopped on exit."""
-    server = Server(store_uri, artifacts_uri, log_file=log_file)
+    The port is picked free, but another process (a Ray worker starting) may bind it before the server
+    does; the server then exits, and is started again on another port (three tries in all)."""
+    for attempt in range(3):
+        server = Server(store_uri, artifacts_uri, log_file=log_file)
+        try:
+            url = server.ready()
+            break
+        except ServerExited:
+            stop(server.proc)
+            if attempt == 2:
+                raise
     try:
-        yield server
+        yield url
     finally:
         stop(server.proc)
 

@@ -234,15 +234,15 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         data, plms = _prepare_inputs(spec)
         mark("study.prepared")
         (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
-        uri, server = store_uri, None
+        uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
-            server = stack.enter_context(mlflow_server.launched(store_uri, None, out / "mlflow-server.log"))
-        if connect_ray(spec.ray_address):  # while the server starts (both take seconds)
+            # Up (its port bound) before Ray starts: Ray's processes bind ports of their own, and one took the
+            # port picked for a server that was still booting.
+            uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
+            (out / SERVER_URL_FILE).write_text(uri + "\n")
+        if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
         mark("study.ray_started")
-        if server is not None:
-            uri = server.ready()
-            (out / SERVER_URL_FILE).write_text(uri + "\n")
         client = T.MlflowClient(uri)
         experiment = spec.tracking.experiment or spec.name
         if not _local_store(store_uri, out):  # drivers on other machines see the study through the server

@@ -101,7 +101,8 @@ def test_mlflow_server_binds_loopback_by_default(monkeypatch, tmp_path) -> None:
     with pytest.raises(RuntimeError, match="exited"):
         with mlflow_server.serving(store, None):
             pass
-    assert len(FakePopen.argv) == 2
+    assert len(FakePopen.argv) == 4  # start: one server; serving: three, each on a new port (it exits each time)
+    assert len({argv[argv.index("--port") + 1] for argv in FakePopen.argv[1:]}) == 3
     for argv in FakePopen.argv:
         assert argv[argv.index("--host") + 1] == "127.0.0.1", argv
         assert "0.0.0.0" not in argv
@@ -424,3 +425,38 @@ def test_yaml_python_tags_are_refused_unexecuted(tmp_path, monkeypatch) -> None:
     with pytest.raises(SpecError, match=r"evil.yaml:1: not valid YAML .*constructor"):
         load_yaml(spec)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(monkeypatch, tmp_path) -> None:
+    """The port picked for the MLflow server is bound by someone else before the server binds it (a Ray worker
+    starting, as seen in CI): /health there answers with bytes that are not HTTP, the server exits, and
+    ``serving`` starts it again on a fresh port."""
+    import socket
+    import threading
+    import urllib.request
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+
+    def answer_garbage():
+        while True:
+            try:
+                conn, _ = squatter.accept()
+            except OSError:
+                return
+            conn.sendall(b"\x00\x00\x18\x04\x00\x00\x00\x00\x00")  # an HTTP/2 settings frame, as gRPC sends
+            conn.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    ports = iter([taken])
+    real = mlflow_server.free_port
+    monkeypatch.setattr(mlflow_server, "free_port", lambda host="127.0.0.1": next(ports, None) or real(host))
+    try:
+        with mlflow_server.serving(f"sqlite:///{tmp_path / 'mlflow.db'}", None, tmp_path / "server.log") as url:
+            assert not url.endswith(f":{taken}")
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as r:
+                assert r.status == 200
+    finally:
+        squatter.close()

@@ -240,9 +240,6 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
             # port picked for a server that was still booting.
             uri = stack.enter_context(mlflow_server.serving(store_uri, None, out / "mlflow-server.log"))
             (out / SERVER_URL_FILE).write_text(uri + "\n")
-        if connect_ray(spec.ray_address):
-            stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
-        mark("study.ray_started")
         client = T.MlflowClient(uri)
         experiment = spec.tracking.experiment or spec.name
         if not _local_store(store_uri, out):  # drivers on other machines see the study through the server
@@ -263,6 +260,9 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
                            experiment=experiment, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         mark("study.server_and_parent_run")
+        if connect_ray(spec.ray_address):
+            stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
+        mark("study.ray_started")
         # Tune snapshots its state whenever a trial has saved num_to_keep checkpoints since the last snapshot
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -85,6 +85,8 @@ def wait_all(commands: list[Watched], timeout: float) -> list[tuple[int, str, st
 def runs(out: Path, experiment: str):
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
+    if exp is None:  # the server is up, the study's experiment not made yet
+        return []
     return client.search_runs([exp.experiment_id], max_results=1000)
 
 

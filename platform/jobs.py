@@ -151,11 +151,15 @@ def open_run(spec: RunSpec, inputs: Inputs, job_key: str, tracking_uri: str, art
     return client, run
 
 
+def job_for(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str) -> Job:
+    """What every worker of this job gets (a Ray Train worker, or an inline trial's own process)."""
+    return Job(spec=spec, train=inputs.train, val=inputs.val, test=inputs.test, plm=inputs.plm,
+               tracking_uri=tracking_uri, run_id=run_id)
+
+
 def run_job(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str, storage: str, name: str,
             callbacks=()) -> ray.train.Result:
-    job = Job(spec=spec, train=inputs.train, val=inputs.val, test=inputs.test, plm=inputs.plm,
-              tracking_uri=tracking_uri, run_id=run_id)
-    trainer = build_trainer(job, storage, name, callbacks)
+    trainer = build_trainer(job_for(spec, inputs, tracking_uri, run_id), storage, name, callbacks)
     mark("job.fit_start")
     return trainer.fit()
 

@@ -23,7 +23,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from nerlab.models import names as N
 from nerlab.platform import mlflow_server, ownership
 from nerlab.platform import tracking as T
-from nerlab.platform.jobs import check_fits, connect_ray, finish_job, open_run, run_job, use_gpu
+from nerlab.platform.jobs import check_fits, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
 from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
                                      validate_files)
 from nerlab.platform.progress import Console, TrialProgress, showing
@@ -31,7 +31,7 @@ from nerlab.platform.search_space import param_space, trial_run_name, trial_run_
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
 from nerlab.platform.timeline import mark
-from nerlab.platform.train_loop import Job, TuneSession, run_worker
+from nerlab.platform.train_loop import TuneSession, run_worker
 
 METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
@@ -89,9 +89,7 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
     if spec.resources.inline:
         # This process is the job's one worker: checkpoints, reports and restores go through Tune. A stop
         # from ASHA ends the loop at its next report; CloseTrialRuns closes the run, as for a Train job.
-        job = Job(spec=run, train=inputs.train, val=inputs.val, test=inputs.test, plm=inputs.plm,
-                  tracking_uri=uri, run_id=mlrun.info.run_id)
-        run_worker(job, TuneSession(use_gpu(run)))
+        run_worker(job_for(run, inputs, uri, mlrun.info.run_id), TuneSession(use_gpu(run)))
         client.set_terminated(mlrun.info.run_id, status="FINISHED")
         mark("trial.end", trial=trial_id)
         return

@@ -65,9 +65,21 @@ class Server:
 
 def start(store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", port: int | None = None,
           log_file: Path | None = None, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` and wait until /health answers; returns (process, url)."""
-    server = Server(store_uri, artifacts_uri, host, port, log_file)
-    return server.proc, server.ready(timeout)
+    """Start ``mlflow server`` and wait until /health answers; returns (process, url).
+
+    A port picked free may be bound by another process (a Ray worker starting) before the server binds it;
+    the server then exits and is started again on another port (three tries in all). A port the caller
+    gave is tried once."""
+    tries = 1 if port else 3
+    for attempt in range(tries):
+        server = Server(store_uri, artifacts_uri, host, port, log_file)
+        try:
+            return server.proc, server.ready(timeout)
+        except ServerExited:
+            stop(server.proc)
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -96,23 +108,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def serving(store_uri: str, artifacts_uri: str | None, log_file: Path | None = None) -> Iterator[str]:
-    """A server, up, for the ``with`` block (its URL); stopped on exit.
-
-    The port is picked free, but another process (a Ray worker starting) may bind it before the server
-    does; the server then exits, and is started again on another port (three tries in all)."""
-    for attempt in range(3):
-        server = Server(store_uri, artifacts_uri, log_file=log_file)
-        try:
-            url = server.ready()
-            break
-        except ServerExited:
-            stop(server.proc)
-            if attempt == 2:
-                raise
+    """A server, up, for the ``with`` block (its URL); stopped on exit."""
+    proc, url = start(store_uri, artifacts_uri, log_file=log_file)
     try:
         yield url
     finally:
-        stop(server.proc)
+        stop(proc)
 
 
 def _supervise(parent: int, cmd: list[str]) -> int:

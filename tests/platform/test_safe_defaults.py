@@ -101,8 +101,8 @@ def test_mlflow_server_binds_loopback_by_default(monkeypatch, tmp_path) -> None:
     with pytest.raises(RuntimeError, match="exited"):
         with mlflow_server.serving(store, None):
             pass
-    assert len(FakePopen.argv) == 4  # start: one server; serving: three, each on a new port (it exits each time)
-    assert len({argv[argv.index("--port") + 1] for argv in FakePopen.argv[1:]}) == 3
+    assert len(FakePopen.argv) == 6  # start and serving: three servers each, each on a new port (each exits)
+    assert len({argv[argv.index("--port") + 1] for argv in FakePopen.argv[3:]}) == 3
     for argv in FakePopen.argv:
         assert argv[argv.index("--host") + 1] == "127.0.0.1", argv
         assert "0.0.0.0" not in argv

@@ -54,7 +54,7 @@ class View:
         self.tty = (not console.verbose) and stream.isatty()
         self.total = grid_size(spec)
         self.start = time.monotonic()
-        self.last_status = 0.0  # when the last status line was printed (not a terminal)
+        self.last_status: float | None = None  # when the last status line was printed; None: none yet
         self.shown: set[str] = set()  # trials whose end was printed
         self.ended_here = 0  # trials that ended in this command (for the estimate)
         self.best: tuple[float, str] | None = None
@@ -139,7 +139,7 @@ class View:
             return
         now = time.monotonic()
         if self.tty:
-            if not force and now - self.last_status < 0.5:  # Tune's loop steps many times a second
+            if not force and not self._due(now, 0.5):  # Tune's loop steps many times a second
                 return
             self.last_status = now
             self.stream.write("\r\033[K" + self.status_line(trials)[:self._width() - 1])  # one row: \r reaches it
@@ -148,9 +148,15 @@ class View:
             return
         line = "  " + self.status_line(trials)
         news = line.rsplit(" | ", 1)[0] != self.last_line.rsplit(" | ", 1)[0]  # counts or best changed
-        if (force and news) or now - self.last_status >= self.console.every_s:
+        if (force and news) or self._due(now, self.console.every_s):
             self.last_status = now
             self._write(line)
+
+    def _due(self, now: float, every_s: float) -> bool:
+        """Whether a status line may be printed at ``now``: the first always, then one per ``every_s``. The
+        monotonic clock counts from boot, so "long ago" is None, never 0.0 (a machine up for less than
+        ``every_s`` would suppress the first lines)."""
+        return self.last_status is None or now - self.last_status >= every_s
 
     def _width(self) -> int:
         try:

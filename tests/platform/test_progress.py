@@ -99,3 +99,24 @@ def test_quiet_output_goes_to_the_log_file(tmp_path):
     assert p.stdout == "to the terminal\nafter\n" and p.stderr == ""
     assert set(log.read_text().splitlines()) == {"from python", "to stderr", "from fd 1", "from fd 2",
                                                  "from a child"}
+
+
+def test_the_first_status_lines_show_on_a_machine_booted_seconds_ago(tmp_path, monkeypatch):
+    """time.monotonic() counts from boot: 5 s after it, the first status line still shows (terminal or not)
+    and the next one waits its interval from there, not from the clock's zero."""
+    clock = [5.0]
+    monkeypatch.setattr("nerlab.platform.progress.time.monotonic", lambda: clock[0])
+    v, out = view(tmp_path, every_s=30)
+    trials = [trial(0, "RUNNING"), trial(1, "PENDING")]
+    v.status(trials)
+    clock[0] = 34.0  # 29 s after the first line: too soon
+    v.status(trials)
+    clock[0] = 35.0
+    v.status(trials)
+    assert len(out.getvalue().splitlines()) == 2
+
+    t, term = view(tmp_path)
+    t.tty = True
+    clock[0] = 5.2
+    t.status(trials)
+    assert term.getvalue().count("\r\033[K") == 1

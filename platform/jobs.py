@@ -199,6 +199,7 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
             if done is not None:
                 return done
         inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
+        T.create_store(uri)  # once, under the lock, before a worker or a reader opens it
         saved.write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True, sort_keys=False))
         client, run = open_run(spec, inputs, key, uri, artifacts, experiment, reuse_finished=not again)
         run_id = run.info.run_id
@@ -214,7 +215,8 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
 
 def _finished_job(uri: str, experiment: str, key: str, out: Path) -> JobResult | None:
     """The result of this folder's job if it finished (its run FINISHED and its model folder there)."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    db = T.sqlite_file(uri)
+    if db is not None and not db.is_file():
         return None
     client = T.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)

@@ -96,9 +96,11 @@ def check_writable(path: str | Path, where: str) -> None:
 
 def check_store(tracking_uri: str, where: str) -> None:
     """A SQLite tracking store must be a file we can create or write; a server is checked by MLflow."""
-    if not tracking_uri.startswith("sqlite:///"):
+    from nerlab.platform.tracking import sqlite_file
+
+    db = sqlite_file(tracking_uri)
+    if db is None:
         return
-    db = Path(tracking_uri[len("sqlite:///"):])
     if db.is_dir():
         raise SpecError(f"{where}: {db}: is a folder, not a SQLite file")
     check_writable(db.parent, where)

@@ -32,13 +32,9 @@ def study_folder(study: str) -> Path:
     return path if path.is_dir() else Path("runs") / study
 
 
-def _sqlite_file(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
 def store_uri(text: str) -> str:
     """A tracking URI from a URI, a SQLite file, or a folder holding ``mlflow.db``; checked to exist."""
-    from nerlab.platform.tracking import resolve_tracking
+    from nerlab.platform.tracking import resolve_tracking, sqlite_file
 
     path = Path(text)
     if "://" not in text and path.is_dir():
@@ -46,15 +42,22 @@ def store_uri(text: str) -> str:
         if not path.is_file():
             raise UsageError(f"{text}: no MLflow store found (looked for {path.resolve()})")
     uri, _ = resolve_tracking(str(path) if "://" not in text else text, ".")
-    sqlite = _sqlite_file(uri)
+    sqlite = sqlite_file(uri)
     if sqlite is not None and not sqlite.is_file():
         raise UsageError(f"{text}: no MLflow store found (no SQLite file {sqlite})")
     return uri
 
 
 def client(uri: str):
+    """A client of a store that exists: reading never creates (or migrates) a SQLite store; only the command
+    that owns it does (``tracking.create_store``). A missing one is no such study: a UsageError."""
     from mlflow.tracking import MlflowClient
 
+    from nerlab.platform.tracking import sqlite_file
+
+    sqlite = sqlite_file(uri)
+    if sqlite is not None and not sqlite.is_file():
+        raise UsageError(f"{sqlite}: the MLflow store does not exist (no study or job was started there)")
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -62,7 +65,7 @@ def study_store(study: str, tracking_uri: str | None = None) -> tuple[str, str, 
     """(store URI, study name, experiment name or None, local folder or None) of a study argument."""
     import yaml
 
-    from nerlab.platform.tracking import resolve_tracking
+    from nerlab.platform.tracking import resolve_tracking, sqlite_file
 
     folder = study_folder(study)
     if (folder / N.STUDY_FILE).is_file():
@@ -73,7 +76,7 @@ def study_store(study: str, tracking_uri: str | None = None) -> tuple[str, str, 
             uri = store_uri(tracking_uri)
         else:
             uri, _ = resolve_tracking(tracking.get("tracking_uri"), folder)
-            sqlite = _sqlite_file(uri)
+            sqlite = sqlite_file(uri)
             if sqlite is not None and not sqlite.is_file():
                 raise UsageError(f"{study}: the study's MLflow store {sqlite} does not exist")
         name = spec.get("name") or folder.name

@@ -227,6 +227,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         done = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
+        T.create_store(store_uri)  # once, under the lock, before the server or any reader opens it
         if console is not None:
             stack.enter_context(showing(console, spec))
         data, plms = _prepare_inputs(spec)
@@ -282,7 +283,8 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
 
 def _local_store(store_uri: str, out: Path) -> bool:
     """A SQLite store in the study's own folder: the folder's lock guards it (no lease needed)."""
-    return store_uri.startswith("sqlite:///") and Path(store_uri[len("sqlite:///"):]).parent == out.resolve()
+    db = T.sqlite_file(store_uri)
+    return db is not None and db.parent == out.resolve()
 
 
 def _digest(spec: StudySpec) -> str:

@@ -22,7 +22,8 @@ STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
 
 def parent_run(store_uri: str, spec: StudySpec):
     """The study's parent run in its store, or None (a store that does not exist yet is not created)."""
-    if store_uri.startswith("sqlite:///") and not Path(store_uri[len("sqlite:///"):]).is_file():
+    db = T.sqlite_file(store_uri)
+    if db is not None and not db.is_file():
         return None
     client = T.MlflowClient(store_uri)
     exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
@@ -49,12 +50,15 @@ def load_saved_study(name_or_path: str) -> StudySpec:
 def study_status(spec: StudySpec) -> dict:
     """Trials done, running, pending and failed, and the best so far, read from MLflow: one run per trial
     (the children of the study's parent run), so no count exceeds the study's trials."""
+    from nerlab.platform.stores import client
+
     out = Path(spec.output)
     uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    c = client(uri)  # a study whose store is missing is no study: read, never created
     parent = parent_run(uri, spec)
     runs = {}
     if parent is not None:
-        for r in sorted(trial_runs(T.MlflowClient(uri), parent), key=lambda r: r.info.start_time):
+        for r in sorted(trial_runs(c, parent), key=lambda r: r.info.start_time):
             runs[r.data.tags.get(TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
     counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
     best = None

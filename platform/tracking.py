@@ -25,6 +25,35 @@ def default_store(output: str | Path) -> tuple[str, str]:
     return f"sqlite:///{out / 'mlflow.db'}", (out / "mlartifacts").as_uri()
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store; None for any other store (a tracking server, a database)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def create_store(uri: str) -> None:
+    """Create and migrate a SQLite store once, by the command that owns it (under its folder lock), before a
+    server or a client opens it.
+
+    MLflow migrates a new store in whichever process opens it first; two at once (a study's server booting,
+    ``nerlab leaderboard`` in another shell) run the migration twice and one dies (``table _alembic_tmp_...
+    already exists``). So the store is built under a temporary name and renamed into place: every other
+    opener finds no file, or a complete one. Other stores belong to their server, which migrates them."""
+    db = sqlite_file(uri)
+    if db is None or db.is_file():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    tmp.unlink(missing_ok=True)  # left by a creator that died (this pid's, long ago)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", (db.parent / "mlartifacts").as_uri())
+        store.engine.dispose()
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def resolve_tracking(spec_uri: str | None, output: str | Path) -> tuple[str, str | None]:
     """Spec's URI, else MLFLOW_TRACKING_URI, else the embedded store. Returns (uri, artifact location)."""
     uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")

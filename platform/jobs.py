@@ -23,7 +23,8 @@ from nerlab.models import names as N
 from nerlab.platform import ownership
 from nerlab.platform import tracking as T
 from nerlab.platform.mlflow_server import free_port
-from nerlab.platform.prepare import Inputs, check_store, check_writable, prepare, validate_files
+from nerlab.platform.paths import writable_folder
+from nerlab.platform.prepare import Inputs, check_store, prepare, validate_files
 from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.timeline import mark
 from nerlab.platform.train_loop import Job, train_fn_per_worker
@@ -179,7 +180,7 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
     out = Path(spec.output)
     check_fits(spec.resources, 0.0, spec.ray_address, f"{source}: resources")
     uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    check_writable(out, f"{source}: output")
+    writable_folder(out, f"{source}: output")
     check_store(uri, f"{source}: tracking.tracking_uri")
     if spec.data.synth is None:  # bad data fails before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)

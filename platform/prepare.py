@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import fcntl
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from nerlab.models.wojood import WOJOOD_TYPES, read_file, to_flat, write_file
+from nerlab.platform.paths import writable_folder
 from nerlab.platform.run_spec import TINY_PLM, DataSpec
 from nerlab.platform.typed import SpecError
 
@@ -75,25 +75,6 @@ def validate_files(task: str, train: str, val: str, test: str | None) -> None:
             read_file(path, task=task, types=WOJOOD_TYPES)
 
 
-def check_writable(path: str | Path, where: str) -> None:
-    """A folder a job will create and write: its nearest existing ancestor must be a folder we can write in.
-
-    Checked by writing a probe file there (a permission check alone says yes to root on a read-only or
-    immutable folder).
-    """
-    path = Path(path)
-    base = path
-    while not base.exists():
-        base = base.parent
-    if not base.is_dir():
-        raise SpecError(f"{where}: {path}: cannot be created: {base} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=base):
-            pass
-    except OSError as e:
-        raise SpecError(f"{where}: {path}: cannot write in {base} ({e.strerror or e})") from None
-
-
 def check_store(tracking_uri: str, where: str) -> None:
     """A SQLite tracking store must be a file we can create or write; a server is checked by MLflow."""
     from nerlab.platform.tracking import sqlite_file
@@ -103,7 +84,7 @@ def check_store(tracking_uri: str, where: str) -> None:
         return
     if db.is_dir():
         raise SpecError(f"{where}: {db}: is a folder, not a SQLite file")
-    check_writable(db.parent, where)
+    writable_folder(db.parent, where)
 
 
 def prepare(task: str, data: DataSpec, plm: str, cache: Path) -> Inputs:

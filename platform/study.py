@@ -24,7 +24,8 @@ from nerlab.models import names as N
 from nerlab.platform import mlflow_server, ownership
 from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
-from nerlab.platform.prepare import (Inputs, check_store, check_writable, prepare_data, prepare_plm,
+from nerlab.platform.paths import writable_folder
+from nerlab.platform.prepare import (Inputs, check_store, prepare_data, prepare_plm,
                                      validate_files)
 from nerlab.platform.progress import Console, TrialProgress, showing
 from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
@@ -218,7 +219,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
     out = Path(spec.output)
     check_fits(spec.base_run().resources, spec.resources.trial_cpus, spec.ray_address, f"{source}: resources")
     store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    check_writable(out, f"{source}: output")
+    writable_folder(out, f"{source}: output")
     check_store(store_uri, f"{source}: tracking.tracking_uri")
     if spec.data.synth is None:  # bad data fails here, before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)

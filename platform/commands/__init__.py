@@ -2,6 +2,9 @@
 
 import argparse
 
+from nerlab.platform.paths import writable_file, writable_folder
+from nerlab.platform.typed import SpecError
+
 
 def register(sub) -> None:
     """Add every verb to the ``nerlab`` parser, in the order ``nerlab --help`` lists them."""
@@ -20,6 +23,24 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
     return value
+
+
+def output_folder(text: str) -> str:
+    """An argparse type: a folder the verb will create or fill."""
+    return _checked(writable_folder, text)
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file the verb will write."""
+    return _checked(writable_file, text)
+
+
+def _checked(check, text: str) -> str:
+    try:
+        check(text)
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def port_number(text: str) -> int:

@@ -70,7 +70,7 @@ def cmd_evaluate(args) -> int:
 
 
 def register(sub) -> None:
-    from nerlab.platform.commands import positive_int
+    from nerlab.platform.commands import output_folder, positive_int
 
     data = sub.add_parser("data", help="check or synthesise Wojood-format data").add_subparsers(
         dest="data_verb", required=True, metavar="ACTION")
@@ -82,7 +82,7 @@ def register(sub) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_data_check)
     s = data.add_parser("synth", help="write a synthetic nested Arabic corpus (train/val/test)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, type=output_folder)
     s.add_argument("--sentences", type=positive_int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
@@ -92,7 +92,7 @@ def register(sub) -> None:
         dest="plm_verb", required=True, metavar="ACTION")
     t = plm.add_parser("tiny", help="a small BERT with a WordPiece vocabulary learned from a corpus")
     t.add_argument("--corpus", nargs="+", required=True)
-    t.add_argument("--out", required=True)
+    t.add_argument("--out", required=True, type=output_folder)
     t.add_argument("--layers", type=positive_int, default=2)
     t.add_argument("--hidden", type=positive_int, default=64)
     t.add_argument("--heads", type=positive_int, default=2)

@@ -42,13 +42,13 @@ def cmd_predict(args) -> int:
 
 
 def register(sub) -> None:
-    from nerlab.platform.commands import positive_int
+    from nerlab.platform.commands import output_file, positive_int
 
     pr = sub.add_parser("predict", help="tag a file with a trained model; writes Wojood format for submission")
     pr.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model, "
                                                    "runs:/ID/tagger, models:/MODEL_ID or a model folder")
     pr.add_argument("--input", required=True, help="Wojood token-per-line file (tags optional) or raw text")
-    pr.add_argument("--out", required=True)
+    pr.add_argument("--out", required=True, type=output_file)
     pr.add_argument("--task", choices=["flat", "nested"], help="default: the model's task")
     pr.add_argument("--format", choices=["auto", "wojood", "raw"], default="auto",
                     help="input format; raw: one sentence per line, whitespace tokenised")

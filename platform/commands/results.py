@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from nerlab.models import names as N
+from nerlab.platform.paths import writable_folder
 from nerlab.platform.stores import resolve_study
 from nerlab.platform.typed import UsageError
 
@@ -50,6 +51,7 @@ def cmd_report(args) -> int:
 
     ref = resolve_study(args.study, args.tracking_uri)
     out = Path(args.out) if args.out else (ref.folder / N.REPORT_DIR if ref.folder else Path(f"report-{ref.name}"))
+    writable_folder(out, "--out" if args.out else "the report's folder")
     result = build_report(ref.client, ref.experiment_id, ref.parent_run_id, out.resolve(), top_k=args.top,
                           log=not args.no_log)
     if args.json:
@@ -143,7 +145,7 @@ def _study_args(p, what: str) -> None:
 
 
 def register(sub) -> None:
-    from nerlab.platform.commands import positive_int
+    from nerlab.platform.commands import output_folder, positive_int
 
     lb = sub.add_parser("leaderboard", help="one row per configuration: val F1 mean ± std over seeds, test F1, cost")
     _study_args(lb, "")
@@ -155,7 +157,7 @@ def register(sub) -> None:
 
     rp = sub.add_parser("report", help="HTML + PNG report (heatmaps, λ effect, per-type F1, curves), logged to MLflow")
     _study_args(rp, "")
-    rp.add_argument("--out", help="folder for the report (default: STUDY/report)")
+    rp.add_argument("--out", type=output_folder, help="folder for the report (default: STUDY/report)")
     rp.add_argument("--top", type=positive_int, default=5, help="configurations in the per-type and curve figures")
     rp.add_argument("--no-log", action="store_true", help="write files only; do not attach them to the study run")
     rp.add_argument("--json", action="store_true")

@@ -88,12 +88,14 @@ VERBOSE_HELP = ("also show Ray's trial tables and the workers' logs here (by def
 
 
 def register(sub) -> None:
+    from nerlab.platform.commands import output_folder
+
     p = sub.add_parser("study", help="run, resume or inspect a study (Ray Tune + Optuna + ASHA, MLflow)")
     verbs = p.add_subparsers(dest="study_verb", required=True, metavar="ACTION")
     r = verbs.add_parser("run", help="run a study spec (continues the study if it exists with the same spec)")
     r.add_argument("spec")
     r.add_argument("--smoke", action="store_true", help="shrink to seconds: few sentences, 1 epoch, tiny PLM")
-    r.add_argument("--output", help="output folder (default: runs/<name>)")
+    r.add_argument("--output", type=output_folder, help="output folder (default: runs/<name>)")
     r.add_argument("--replace", action="store_true",
                    help="if a study of this name was started with another spec, archive it (its folder "
                         "moves to OUTPUT.archived-TIME, nothing is deleted) and start anew")

@@ -29,12 +29,12 @@ def cmd_train(args) -> int:
 
 
 def register(sub) -> None:
-    from nerlab.platform.commands import positive_int
+    from nerlab.platform.commands import output_folder, positive_int
 
     p = sub.add_parser("train", help="train one model as a Ray Train job, tracked in MLflow")
     p.add_argument("spec", help="run spec (YAML)")
     p.add_argument("--workers", type=positive_int, help="DDP workers (overrides resources.workers)")
-    p.add_argument("--output", help="output folder (default: runs/<name>)")
+    p.add_argument("--output", type=output_folder, help="output folder (default: runs/<name>)")
     p.add_argument("--epochs", type=positive_int, help="override train.epochs")
     p.add_argument("--smoke", action="store_true", help="shrink to seconds: synthetic data, 1 epoch, tiny PLM")
     p.add_argument("--replace", action="store_true",

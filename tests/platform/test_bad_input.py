@@ -18,6 +18,7 @@ its own ``RAY_TMPDIR``, so any Ray it started would name that folder).
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import subprocess
@@ -595,3 +596,72 @@ def test_an_output_folder_nobody_can_write_is_bad_input(verb, tmp_path, tripwire
     finally:
         subprocess.run(["chattr", "-i", str(locked)], capture_output=True)
         locked.chmod(0o755)
+
+
+# ---- every verb that writes checks where, before it starts --------------------------------------------------
+WRITING_VERBS = ("data synth", "plm tiny", "predict", "report", "train", "study run")
+
+
+def _writing_verbs(t: Path) -> dict[str, tuple[list[str], str]]:
+    """verb -> (its argv up to the output option, 'folder' or 'file'): each verb that writes a folder or a file."""
+    corpus = t / "corpus.txt"
+    corpus.write_text("ذهب O\nأحمد B-PERS\n\n", encoding="utf-8")
+    return {
+        "data synth": (["data", "synth", "--sentences", "20", "--out"], "folder"),
+        "plm tiny": (["plm", "tiny", "--corpus", str(corpus), "--out"], "folder"),
+        "predict": (["predict", "--model", str(t / "model"), "--input", str(corpus), "--out"], "file"),
+        "report": (["report", str(t / "study"), "--out"], "folder"),
+        "train": (["train", str(t / "run.yaml"), "--output"], "folder"),
+        "study run": (["study", "run", str(t / "study.yaml"), "--output"], "folder"),
+    }
+
+
+def test_every_output_option_is_a_checked_place() -> None:
+    """Each --out/--output of the command line is one of the two checked types, so a new verb cannot skip it."""
+    from nerlab.platform.cli import build_parser
+    from nerlab.platform.commands import output_file, output_folder
+
+    def options(parser, prefix=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from options(sub, (*prefix, name))
+            elif {"--out", "--output"} & set(action.option_strings):
+                yield " ".join(prefix), action.type
+
+    found = dict(options(build_parser()))
+    assert set(found) == set(WRITING_VERBS)
+    assert all(t in (output_folder, output_file) for t in found.values()), found
+
+
+@pytest.mark.parametrize("place", ["under a file", "the wrong kind", "nobody can write"])
+@pytest.mark.parametrize("verb", WRITING_VERBS)
+def test_every_verb_that_writes_refuses_a_bad_place(verb, place, tmp_path, tripwires, capsys) -> None:
+    argv, kind = _writing_verbs(tmp_path)[verb]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if place == "under a file":
+        target, expect = a_file / "out", "a-file is a file, not a folder"
+    elif place == "the wrong kind":  # a folder where a file goes, a file where a folder goes
+        target, expect = (tmp_path, "is a folder; give a file name") if kind == "file" else \
+            (a_file, "a-file is a file, not a folder")
+    else:
+        if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+            if os.geteuid() == 0:
+                pytest.skip("chattr +i is not available here, and root may write anywhere else")
+            locked.chmod(0o555)
+        target, expect = locked / "out", f"cannot write in {locked}"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    try:
+        capsys.readouterr()
+        code = cli_main([*argv, str(target)])
+        out, err = capsys.readouterr()
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], capture_output=True)
+        locked.chmod(0o755)
+    assert code == 2 and out == "", (code, out, err)
+    assert len(err.splitlines()) == 1 and err.startswith("nerlab: error: argument --out"), err
+    assert str(target) in err and expect in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written

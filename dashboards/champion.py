@@ -26,7 +26,7 @@ import numpy as np
 from nerlab.dashboards.leaderboard import (
     TEST, VAL, higher_is_better, in_config, leaderboard_frame, metric_key, quiet_downloads, trial_frame,
 )
-from nerlab.dashboards.runs import run_file
+from nerlab.dashboards.runs import gold_file, run_file
 from nerlab.models import names as N
 from nerlab.models.scoring import check_aligned, sentence_spans
 from nerlab.models.wojood import Sentence, read_file
@@ -138,18 +138,6 @@ def _counts_for(client, runs: list[tuple[str, str | None]], split: str, gold: li
     return out
 
 
-def _gold_file(client, parent_run_id: str, run_id: str, split: str, tmp: Path) -> str | None:
-    """The gold file of ``split``: the path the trial read where this machine has it, else the copy the study
-    logged on its parent run (``gold/val.txt``, ``gold/test.txt``)."""
-    local = client.get_run(run_id).data.params.get(f"inputs.{split}")
-    if local and Path(local).is_file():
-        return local
-    try:
-        return client.download_artifacts(parent_run_id, f"{N.GOLD_DIR}/{split}.txt", str(tmp / N.GOLD_DIR))
-    except Exception:  # an older study, or a split the study does not log
-        return None
-
-
 def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: str = N.VAL_F1,
            gold: str | None = None, samples: int = 2000, seed: int = 0) -> Choice:
     """The champion configuration (best mean over seeds), its best trial, and the bootstrap against #2."""
@@ -185,7 +173,7 @@ def choose(client, experiment_id: str, parent_run_id: str, study: str, metric: s
         return choice
     task = trials["task"].dropna().iloc[0] if trials["task"].notna().any() else "nested"
     with tempfile.TemporaryDirectory() as d, quiet_downloads():
-        gold_path = gold or _gold_file(client, parent_run_id, run_id, split, Path(d))
+        gold_path = gold or gold_file(client, parent_run_id, run_id, split, Path(d))
         if not gold_path:
             choice.notes.append(f"no bootstrap: no gold {split} file on this machine or in the study's "
                                 f"artifacts (give --gold)")

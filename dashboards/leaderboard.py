@@ -105,14 +105,14 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
         per_worker = float(p.get("resources.gpus_per_worker" if device == "gpu" else "resources.cpus_per_worker", "1"))
         row = {  # every trial run carries these tags (platform/jobs.py open_run, platform/study.py)
             "run_id": r.info.run_id, "trial": t.get(N.TRIAL_TAG), "status": r.info.status,
-            "plm": t.get("plm"), "loss": t.get("loss"), "penalty": float(t.get("penalty", math.nan)),
-            "seed": int(t.get("seed", 0)),
+            "plm": t.get(N.PLM_TAG), "loss": t.get(N.LOSS_TAG), "penalty": float(t.get(N.PENALTY_TAG, math.nan)),
+            "seed": int(t.get(N.SEED_TAG, 0)),
             "val_f1": _best_val(client, r), "test_f1": m.get(TEST), "best_epoch": m.get(N.BEST_EPOCH),
             "stopped_early": t.get(N.STOPPED_EARLY_TAG) == "true", "completed": VAL in m,
             "device": device, "wall_s": wall,
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
-            "start_time": start, "task": t.get("task"), "seed_recipe": is_seed_recipe(p, t),
+            "start_time": start, "task": t.get(N.TASK_TAG), "seed_recipe": is_seed_recipe(p, t),
             "artifact_uri": r.info.artifact_uri,
         }
         for axis, value in point.items():  # other searched axes (lr, batch_size, loss_w_*, ...)

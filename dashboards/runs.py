@@ -111,6 +111,18 @@ def run_file(client, run_id: str, path: str, dst: str, artifact_uri: str | None 
     return client.download_artifacts(run_id, path, dst)
 
 
+def gold_file(client, parent_run_id: str, run_id: str, split: str, tmp: Path) -> str | None:
+    """The gold file of ``split``: the path the trial read where this machine has it, else the copy the study
+    logged on its parent run (``gold/val.txt``, ``gold/test.txt``)."""
+    local = client.get_run(run_id).data.params.get(f"inputs.{split}")
+    if local and Path(local).is_file():
+        return local
+    try:
+        return client.download_artifacts(parent_run_id, N.gold_file(split), str(tmp / N.GOLD_DIR))
+    except Exception:  # an older study, or a split the study does not log
+        return None
+
+
 @contextmanager
 def process_tracking_uri(uri: str):
     """Point MLflow's process-wide tracking URI at ``uri`` for a call that ignores the client's (a logged

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nerlab.models import names as N
+
 SEED_RESULTS = Path(__file__).with_name("seed_results.csv")
 ANY = "*"
 SEED_LOSSES, SEED_PENALTIES = ("ce", "unified-seed"), (0.0, 5.0)  # what a range row ("*") covers: the 4 runs
@@ -31,7 +33,7 @@ def seed_results() -> pd.DataFrame:
 
 def is_seed_recipe(params: dict, tags: dict) -> bool:
     """Did a run train with the reference system's recipe? Read from its logged spec params and its precision tag."""
-    precision = tags.get("nerlab.precision") or params.get("precision")
+    precision = tags.get(N.PRECISION_TAG) or params.get("precision")
     return (params.get("model.normalisation") == "reference" and params.get("train.batch_order") == "random"
             and params.get("train.select_by") == "val_loss" and precision == "fp32")
 

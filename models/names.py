@@ -39,9 +39,22 @@ DEVICE_TAG = "nerlab.device"  # cpu or cuda
 PRECISION_TAG = "nerlab.precision"
 WORKER_NODES_TAG = "nerlab.worker_nodes"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its study's run
+# A training run's point, plain names people filter on in the UI (``tags.plm = '...'``)
+PLM_TAG = "plm"
+LOSS_TAG = "loss"
+PENALTY_TAG = "penalty"  # λ of the variance penalty
+SEED_TAG = "seed"
+TASK_TAG = "task"
+GIT_COMMIT_TAG = "git_commit"
+# One driver per study or job: its holder (JSON), heartbeat (seconds since the epoch) and spec digest
+DRIVER_TAG = "nerlab.driver"
+HEARTBEAT_TAG = "nerlab.driver_heartbeat"
+DIGEST_TAG = "nerlab.spec_digest"
 
 # ---- MLflow artifacts ----------------------------------------------------------------------------------------
 CONFIG_DIR = "config"  # resolved_spec.yaml, label_schema.json
+RESOLVED_SPEC = f"{CONFIG_DIR}/resolved_spec.yaml"
+LABEL_SCHEMA = f"{CONFIG_DIR}/label_schema.json"
 REPORTS_DIR = "reports"  # {val,test}_report.{json,txt}
 PREDICTIONS_DIR = "predictions"  # {val,test}.txt in Wojood format
 MODEL_DIR = "model"  # the self-contained model folder
@@ -61,7 +74,12 @@ def report_file(split: str) -> str:
     return f"{REPORTS_DIR}/{split}_report.json"
 
 
+def gold_file(split: str) -> str:
+    return f"{GOLD_DIR}/{split}.txt"
+
+
 # ---- files in a study's or a job's output folder -----------------------------------------------------------
+RUNS_DIR = "runs"  # where output folders go by default: runs/<name> under the current folder
 STUDY_FILE = "study.yaml"
 STORE_FILE = "mlflow.db"
 

@@ -60,11 +60,11 @@ def _members(ref, k: int, metric: str):
 
 
 def _gold(ref, run_id: str, split: str, tmp: Path, gold: dict[str, str | None]) -> str | None:
-    from nerlab.dashboards.champion import _gold_file
+    from nerlab.dashboards.runs import gold_file
 
     if gold.get(split):
         return gold[split]
-    return _gold_file(ref.client, ref.parent_run_id, run_id, split, tmp)
+    return gold_file(ref.client, ref.parent_run_id, run_id, split, tmp)
 
 
 def build(ref, k: int, metric: str = N.VAL_F1, gold: dict[str, str | None] | None = None, samples: int = 2000,
@@ -135,7 +135,7 @@ def _log(ref, result: EnsembleResult, folder: Path, predictions: dict, format_se
 
     c = ref.client
     run = c.create_run(ref.experiment_id, run_name=f"ensemble·top{result.k}",
-                       tags={N.KIND_TAG: "ensemble", N.ENSEMBLE_TAG: ref.name, "git_commit": T.git_commit()})
+                       tags={N.KIND_TAG: "ensemble", N.ENSEMBLE_TAG: ref.name, N.GIT_COMMIT_TAG: T.git_commit()})
     rid = run.info.run_id
     try:
         params = {"ensemble.k": result.k, "ensemble.rule": result.rule}

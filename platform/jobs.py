@@ -140,8 +140,8 @@ def open_run(spec: RunSpec, inputs: Inputs, job_key: str, tracking_uri: str, art
     with params and tags."""
     client = T.MlflowClient(tracking_uri)
     exp_id = T.ensure_experiment(client, experiment, artifact_location)
-    tags = {"plm": spec.model.plm, "loss": spec.loss.name, "penalty": str(spec.train.variance_penalty),
-            "seed": str(spec.train.seed), "task": spec.task, "git_commit": T.git_commit(),
+    tags = {N.PLM_TAG: spec.model.plm, N.LOSS_TAG: spec.loss.name, N.PENALTY_TAG: str(spec.train.variance_penalty),
+            N.SEED_TAG: str(spec.train.seed), N.TASK_TAG: spec.task, N.GIT_COMMIT_TAG: T.git_commit(),
             **(extra_tags or {})}
     run, created = T.find_or_create_run(client, exp_id, N.JOB_TAG, job_key, run_name=run_name or spec.name, tags=tags,
                                         parent_run_id=parent_run_id, reuse_finished=reuse_finished)

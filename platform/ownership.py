@@ -27,6 +27,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from nerlab.models import names as N
 from nerlab.platform.typed import UsageError
 
 LOCK_FILE = ".driver.lock"
@@ -35,7 +36,6 @@ OPERATIONAL = ("output", "ray_address", "resources.max_concurrent", "resources.t
                "resources.max_failures", "resources.cpus_per_worker", "resources.trial_cpus",
                "resources.gpus_per_worker", "resources.single_worker",
                "tracking.system_metrics_s")
-DRIVER_TAG, HEARTBEAT_TAG, DIGEST_TAG = "nerlab.driver", "nerlab.driver_heartbeat", "nerlab.spec_digest"
 LEASE_PREFIX = ".nerlab-driver/"  # experiments that are leases, not studies
 HEARTBEAT_S, STALE_S = 10.0, 60.0
 
@@ -176,7 +176,7 @@ class ServerLease:
     def _create(self) -> bool:
         from mlflow.exceptions import MlflowException
 
-        tags = {DRIVER_TAG: json.dumps(_me()), HEARTBEAT_TAG: f"{time.time():.0f}"}
+        tags = {N.DRIVER_TAG: json.dumps(_me()), N.HEARTBEAT_TAG: f"{time.time():.0f}"}
         try:
             self.experiment_id = self.client.create_experiment(self.name, tags=tags)
             return True
@@ -205,8 +205,8 @@ class ServerLease:
             if lease is None:  # released in between
                 continue
             try:
-                holder = json.loads(lease.tags.get(DRIVER_TAG, "{}"))
-                beat = float(lease.tags.get(HEARTBEAT_TAG, 0))
+                holder = json.loads(lease.tags.get(N.DRIVER_TAG, "{}"))
+                beat = float(lease.tags.get(N.HEARTBEAT_TAG, 0))
             except ValueError:
                 holder, beat = {}, 0.0
             dead_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)
@@ -219,7 +219,7 @@ class ServerLease:
     def _heartbeats(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self.client.set_experiment_tag(self.experiment_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+                self.client.set_experiment_tag(self.experiment_id, N.HEARTBEAT_TAG, f"{time.time():.0f}")
             except Exception:  # noqa: BLE001 - a server restart: the next beat retries
                 pass
 

@@ -22,7 +22,6 @@ from mlflow.pyfunc import PythonModel
 
 from nerlab.models import names as N
 
-TAGGER_ARTIFACT = N.PYFUNC_ARTIFACT
 TAG_SEPARATOR = "|"
 
 
@@ -69,7 +68,7 @@ class TaggerModel(PythonModel):
     def load_context(self, context):
         from nerlab.models.ensemble import load_predictor
 
-        self.predictor = load_predictor(Path(context.artifacts[TAGGER_ARTIFACT]), device="cpu")
+        self.predictor = load_predictor(Path(context.artifacts[N.PYFUNC_ARTIFACT]), device="cpu")
 
     def predict(self, context, model_input, params=None):
         batch_size = int((params or {}).get("batch_size", 32))

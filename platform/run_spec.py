@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from nerlab.losses import PRESETS, LossConfig
+from nerlab.models import names as N
 from nerlab.models.tagger import TaggerConfig
 from nerlab.models.training import TrainConfig
 from nerlab.models.wojood import TASKS
@@ -254,7 +255,7 @@ def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
     if not TINY_PLM.match(plm) and (plm.startswith((".", "/", "~")) or (base / plm).exists()):
         plm = absolute(plm, "model.plm", must_exist=False)  # check_plm says what is wrong with the folder
     check_plm(plm, source)
-    output = str(Path(spec.output or Path("runs") / spec.name).expanduser().resolve())
+    output = str(Path(spec.output or Path(N.RUNS_DIR) / spec.name).expanduser().resolve())
     return replace(spec, data=data, model=replace(spec.model, plm=plm), output=output)
 
 

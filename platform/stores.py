@@ -29,7 +29,7 @@ class StudyRef:
 def study_folder(study: str) -> Path:
     """The folder a study argument names: itself if it is a folder, else ``runs/<study>``."""
     path = Path(study)
-    return path if path.is_dir() else Path("runs") / study
+    return path if path.is_dir() else Path(N.RUNS_DIR) / study
 
 
 def store_uri(text: str) -> str:
@@ -81,12 +81,12 @@ def study_store(study: str, tracking_uri: str | None = None) -> tuple[str, str, 
                 raise UsageError(f"{study}: the study's MLflow store {sqlite} does not exist")
         name = spec.get("name") or folder.name
         return uri, name, tracking.get("experiment") or name, folder
-    for path in (Path(study), Path("runs") / study):  # a store folder without a study.yaml (nerlab train)
+    for path in (Path(study), Path(N.RUNS_DIR) / study):  # a store folder without a study.yaml (nerlab train)
         if path.is_dir() and (path / N.STORE_FILE).is_file():
             return store_uri(str(path)), "", None, path.resolve()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        places = dict.fromkeys(str((p / name).resolve()) for p in (Path(study), Path("runs") / study)
+        places = dict.fromkeys(str((p / name).resolve()) for p in (Path(study), Path(N.RUNS_DIR) / study)
                                for name in (N.STUDY_FILE, N.STORE_FILE))
         raise UsageError(f"{study}: no study and no MLflow store found (looked for {', '.join(places)}); "
                          "give a study's output folder, or --tracking-uri")

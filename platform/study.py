@@ -34,11 +34,7 @@ from nerlab.platform.study_state import load_saved_study, parent_run, study_stat
 from nerlab.platform.timeline import mark
 from nerlab.platform.train_loop import TuneSession, run_worker
 
-METRIC = N.TUNE_VAL_F1
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
-STUDY_FILE = N.STUDY_FILE
-GOLD_DIR = N.GOLD_DIR  # the parent run's copies of the gold val and test files (select, ensembles)
-STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
 
 
 # ---- the trial driver (runs inside Tune) ---------------------------------------------------------------
@@ -74,16 +70,16 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
     tags = {"study": spec.name, "trial": trial_id, "loss": loss_name, "plm": point["plm"]}
     uri = ctx.current_tracking_uri()
     client = T.MlflowClient(uri)
-    done = T.find_run(client, T.ensure_experiment(client, ctx.experiment, None), TRIAL_TAG, trial_id)
+    done = T.find_run(client, T.ensure_experiment(client, ctx.experiment, None), N.TRIAL_TAG, trial_id)
     if done is not None and done.info.status == "FINISHED" and N.BEST_VAL_F1 in done.data.metrics:
         # Finished before the driver died, but Tune had not recorded it: report it, do not train again.
         m = done.data.metrics
         tune.report({N.TUNE_EPOCH: int(m.get(N.BEST_EPOCH, 0)), N.TUNE_BEST_EPOCH: int(m.get(N.BEST_EPOCH, 0)),
-                     METRIC: m[N.BEST_VAL_F1], N.TUNE_TEST_F1: m.get(N.TEST_F1, -1.0), N.TUNE_FINAL: True})
+                     N.TUNE_VAL_F1: m[N.BEST_VAL_F1], N.TUNE_TEST_F1: m.get(N.TEST_F1, -1.0), N.TUNE_FINAL: True})
         return
     client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None, ctx.experiment,
                              parent_run_id=ctx.parent_run_id,
-                             extra_tags={TRIAL_TAG: trial_id, STUDY_TAG: spec.name, **tags},
+                             extra_tags={N.TRIAL_TAG: trial_id, N.STUDY_TAG: spec.name, **tags},
                              run_name=trial_run_name(point, loss_name))
     T.log_params(client, mlrun.info.run_id, {"trial": point})
     mark("trial.run_opened", trial=trial_id)
@@ -112,7 +108,7 @@ class CloseTrialRuns(tune.Callback):
 
     def _close(self, trial, status: str) -> None:
         client = T.MlflowClient(self.ctx.current_tracking_uri())
-        run = T.find_run(client, self.experiment_id, TRIAL_TAG, trial.trial_id)
+        run = T.find_run(client, self.experiment_id, N.TRIAL_TAG, trial.trial_id)
         if run is None or run.info.status != "RUNNING":
             return
         last = trial.last_result or {}
@@ -165,7 +161,7 @@ def _searcher(spec: StudySpec, out: Path):
     from ray.tune.search.optuna import OptunaSearch
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
-    searcher = OptunaSearch(metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search.sampler_seed),
+    searcher = OptunaSearch(metric=N.TUNE_VAL_F1, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search.sampler_seed),
                             study_name=spec.name, storage=storage)
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
@@ -190,7 +186,7 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
     searcher = _searcher(spec, out)
     return tune.Tuner(
         trainable, param_space=space,
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric=N.TUNE_VAL_F1, mode="max", search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec.search.num_samples if searcher else 1,
                                     max_concurrent_trials=None if searcher else r.max_concurrent,
                                     reuse_actors=r.inline),  # torch, the tokenizer and encoded data stay loaded
@@ -233,7 +229,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
             stack.enter_context(showing(console, spec))
         data, plms = _prepare_inputs(spec)
         mark("study.prepared")
-        (out / STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
+        (out / N.STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
             # Up (its port bound) before Ray starts: Ray's processes bind ports of their own, and one took the
@@ -245,17 +241,17 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         if not _local_store(store_uri, out):  # drivers on other machines see the study through the server
             stack.enter_context(ownership.ServerLease(client, f"{experiment}/{spec.name}", f"study {spec.name}"))
         exp_id = T.ensure_experiment(client, experiment, artifacts)
-        parent, created = T.find_or_create_run(client, exp_id, PARENT_TAG, spec.name, run_name=spec.name,
-                                               tags={N.KIND_TAG: "study", "git_commit": T.git_commit(),
-                                                     ownership.DIGEST_TAG: _digest(spec)})
+        parent, created = T.find_or_create_run(client, exp_id, N.STUDY_RUN_TAG, spec.name, run_name=spec.name,
+                                               tags={N.KIND_TAG: "study", N.GIT_COMMIT_TAG: T.git_commit(),
+                                                     N.DIGEST_TAG: _digest(spec)})
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
-            client.log_artifact(parent.info.run_id, str(out / STUDY_FILE), N.CONFIG_DIR)
+            client.log_artifact(parent.info.run_id, str(out / N.STUDY_FILE), N.CONFIG_DIR)
             # The gold files travel with the study, so `nerlab select` can bootstrap (val) and score an
             # ensemble (val, test) on any machine.
             for split in ("val", "test"):
                 if data[split]:
-                    _log_as(client, parent.info.run_id, data[split], f"{GOLD_DIR}/{split}.txt")
+                    _log_as(client, parent.info.run_id, data[split], N.gold_file(split))
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=experiment, parent_run_id=parent.info.run_id,
                            storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
@@ -303,7 +299,7 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
     what = f"study {spec.name} ({out})"
     stack.enter_context(ownership.FolderLock(out, what))
     parent = parent_run(store_uri, spec)
-    saved = out / STUDY_FILE
+    saved = out / N.STUDY_FILE
     if saved.is_file():
         old = T.flatten(T.spec_params(load_saved_study(str(out))))
     elif parent is not None:
@@ -315,7 +311,7 @@ def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, repla
     if ownership.same_or_archived(stack, out, what, old, T.flatten(T.spec_params(spec)), replace_old, refusal):
         if parent is not None and not _local_store(store_uri, out):  # the old study's run, renamed
             stamp = f"{spec.name}~archived-{parent.info.run_id[:8]}"
-            T.set_tags(T.MlflowClient(store_uri), parent.info.run_id, {PARENT_TAG: stamp, "mlflow.runName": stamp})
+            T.set_tags(T.MlflowClient(store_uri), parent.info.run_id, {N.STUDY_RUN_TAG: stamp, "mlflow.runName": stamp})
         return None
     if parent is not None and parent.info.status == "FINISHED":
         status = study_status(spec)

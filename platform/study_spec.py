@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nerlab.losses import PENALTIES, PER_HEAD_LOSSES, PRESETS
+from nerlab.models import names as N
 from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
     SMOKE_DATA, SMOKE_PLM, DataSpec, LossSpec, ModelSpec, Resources, RunSpec, SynthData, Tracking,
@@ -223,7 +224,7 @@ def load_study_spec(path: str | Path, smoke_mode: bool = False, output: str | No
     spec = from_dict(StudySpec, load_yaml(path), source)
     if output:
         spec = replace(spec, output=output)
-    spec = replace(spec, output=str(Path(spec.output or Path("runs") / spec.name).expanduser().resolve()))
+    spec = replace(spec, output=str(Path(spec.output or Path(N.RUNS_DIR) / spec.name).expanduser().resolve()))
     if smoke_mode:
         spec = smoke(spec)
     # resolve data and check every PLM the search can pick

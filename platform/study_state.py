@@ -16,8 +16,6 @@ from nerlab.platform.search_space import grid_size
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.typed import SpecError, from_dict
 
-STUDY_FILE = N.STUDY_FILE
-STUDY_TAG, TRIAL_TAG, PARENT_TAG = N.STUDY_TAG, N.TRIAL_TAG, N.STUDY_RUN_TAG
 
 
 def parent_run(store_uri: str, spec: StudySpec):
@@ -27,7 +25,7 @@ def parent_run(store_uri: str, spec: StudySpec):
         return None
     client = T.MlflowClient(store_uri)
     exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
-    return None if exp is None else T.find_run(client, exp.experiment_id, PARENT_TAG, spec.name)
+    return None if exp is None else T.find_run(client, exp.experiment_id, N.STUDY_RUN_TAG, spec.name)
 
 
 def trial_runs(client, parent) -> list:
@@ -39,9 +37,9 @@ def trial_runs(client, parent) -> list:
 
 def load_saved_study(name_or_path: str) -> StudySpec:
     """A study by output folder, or by name under ./runs; its spec as saved when it started."""
-    path = Path(name_or_path)
-    folder = path if path.is_dir() else Path("runs") / name_or_path
-    saved = folder / STUDY_FILE
+    from nerlab.platform.stores import study_folder
+
+    saved = study_folder(name_or_path) / N.STUDY_FILE
     if not saved.is_file():
         raise SpecError(f"{name_or_path}: no study found (looked for {saved.resolve()})")
     return from_dict(StudySpec, yaml.safe_load(saved.read_text(encoding="utf-8")), str(saved))
@@ -59,7 +57,7 @@ def study_status(spec: StudySpec) -> dict:
     runs = {}
     if parent is not None:
         for r in sorted(trial_runs(c, parent), key=lambda r: r.info.start_time):
-            runs[r.data.tags.get(TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
+            runs[r.data.tags.get(N.TRIAL_TAG, r.info.run_id)] = r  # a trial's latest run speaks for it
     counts = {"FINISHED": 0, "RUNNING": 0, "FAILED": 0, "KILLED": 0}
     best = None
     for r in runs.values():
@@ -67,8 +65,8 @@ def study_status(spec: StudySpec) -> dict:
         f1 = r.data.metrics.get(N.BEST_VAL_F1, r.data.metrics.get(N.VAL_F1))
         if f1 is not None and (best is None or f1 > best[0]):
             t = r.data.tags
-            best = (f1, t.get(TRIAL_TAG), t.get("plm"), t.get("loss"), t.get("penalty"),
-                    f"{t.get('plm')} | {t.get('loss')} | λ={t.get('penalty')}")
+            point = t.get(N.PLM_TAG), t.get(N.LOSS_TAG), t.get(N.PENALTY_TAG)
+            best = (f1, t.get(N.TRIAL_TAG), *point, f"{point[0]} | {point[1]} | λ={point[2]}")
     total = grid_size(spec)
     return {"study": spec.name, "total": total, "done": counts["FINISHED"], "running": counts["RUNNING"],
             "interrupted": counts["KILLED"], "failed": counts["FAILED"], "pending": max(0, total - len(runs)),

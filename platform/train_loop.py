@@ -386,15 +386,13 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
 def _write_outputs(out: Path, spec: RunSpec, schema, val_report, val_pred, test_report, test_pred) -> None:
     import yaml
 
-    config, reports, predictions = (out / N.CONFIG_DIR, out / N.REPORTS_DIR, out / N.PREDICTIONS_DIR)
-    config.mkdir()
-    (config / "resolved_spec.yaml").write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True))
-    schema.save(config / "label_schema.json")
-    reports.mkdir()
-    predictions.mkdir()
+    for folder in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR):
+        (out / folder).mkdir()
+    (out / N.RESOLVED_SPEC).write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True))
+    schema.save(out / N.LABEL_SCHEMA)
     for split, report, pred in (("val", val_report, val_pred), ("test", test_report, test_pred)):
         if report is None:
             continue
-        (reports / f"{split}_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        (reports / f"{split}_report.txt").write_text(report.format() + "\n")
-        (predictions / f"{split}.txt").write_text(format_sentences(pred), encoding="utf-8")
+        (out / N.report_file(split)).write_text(json.dumps(report.to_dict(), indent=2))
+        (out / N.report_file(split)).with_suffix(".txt").write_text(report.format() + "\n")
+        (out / N.predictions_file(split)).write_text(format_sentences(pred), encoding="utf-8")

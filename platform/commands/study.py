@@ -17,10 +17,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from nerlab.platform.study import STUDY_FILE, load_saved_study, run_study
+    from nerlab.platform.study import load_saved_study, run_study
 
     spec = load_saved_study(args.study)
-    summary = _with_report(run_study(spec, source=str(Path(spec.output) / STUDY_FILE), console=_console(args)))
+    summary = _with_report(run_study(spec, source=str(Path(spec.output) / N.STUDY_FILE), console=_console(args)))
     _summary(summary, args.json)
     return 0 if not summary["errors"] else 1
 

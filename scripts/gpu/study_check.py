@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from nerlab.models import names as N
+
 SPEC = Path(__file__).resolve().parent / "gpu-study.yaml"
 SMI_GPU = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used,memory.total", "--format=csv,noheader,nounits"]
 SMI_APPS = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
@@ -103,18 +105,18 @@ def trials(output: Path, name: str) -> dict:
 
     client = MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
     exp = client.get_experiment_by_name(name)
-    runs = [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "nerlab.trial" in r.data.tags]
+    runs = [r for r in client.search_runs([exp.experiment_id], max_results=1000) if N.TRIAL_TAG in r.data.tags]
     per_trial: dict[str, int] = {}
     rows = []
     for r in runs:
-        per_trial[r.data.tags["nerlab.trial"]] = per_trial.get(r.data.tags["nerlab.trial"], 0) + 1
-        tps = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/tokens_per_second"),
+        per_trial[r.data.tags[N.TRIAL_TAG]] = per_trial.get(r.data.tags[N.TRIAL_TAG], 0) + 1
+        tps = [m.value for m in sorted(client.get_metric_history(r.info.run_id, N.TOKENS_PER_S),
                                        key=lambda m: m.step)]
-        rows.append({"trial": r.data.tags["nerlab.trial"], "status": r.info.status,
+        rows.append({"trial": r.data.tags[N.TRIAL_TAG], "status": r.info.status,
                      "seconds": ((r.info.end_time or r.info.start_time) - r.info.start_time) / 1000,
-                     "device": r.data.tags.get("nerlab.device"), "precision": r.data.tags.get("nerlab.precision"),
+                     "device": r.data.tags.get(N.DEVICE_TAG), "precision": r.data.tags.get(N.PRECISION_TAG),
                      "tokens_per_s": statistics.median(tps[1:] if len(tps) > 1 else tps) if tps else None,
-                     "val_f1": r.data.metrics.get("best/val/micro_f1")})
+                     "val_f1": r.data.metrics.get(N.BEST_VAL_F1)})
     ends = [(r.info.start_time, r.info.end_time or r.info.start_time) for r in runs]
     return {"runs": len(runs), "trials": len(per_trial), "runs_per_trial": per_trial, "rows": rows,
             "max_concurrent_trials": max_overlap(ends) if ends else 0}

@@ -32,9 +32,11 @@ from pathlib import Path
 
 import yaml
 
+from nerlab.models import names as N
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = Path(__file__).resolve().parent / "gpu-train.yaml"
-ARTIFACTS = ("reports", "predictions", "config", "tensorboard")  # the weights: in the run's MLflow Model
+ARTIFACTS = (N.REPORTS_DIR, N.PREDICTIONS_DIR, N.CONFIG_DIR, N.TENSORBOARD_DIR)  # the weights: in the MLflow Model
 
 
 def load_bench(name: str):
@@ -91,16 +93,15 @@ def check_run(client, run_id: str, epochs: int, device: str, precision: str) -> 
     run = client.get_run(run_id)
     m, tags = run.data.metrics, run.data.tags
     history = {k: len(client.get_metric_history(run_id, k))
-               for k in ("train/loss", "val/micro_f1", "train/tokens_per_second", "train/epoch_seconds")}
+               for k in (N.TRAIN_LOSS, N.VAL_F1, N.TOKENS_PER_S, N.EPOCH_SECONDS)}
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     problems = [f"status {run.info.status}"] if run.info.status != "FINISHED" else []
     problems += [f"{k}: {n} epochs logged, want {epochs}" for k, n in history.items() if n != epochs]
-    problems += [f"metric {k} missing" for k in ("best/val/micro_f1", "test/micro_f1", "best_epoch") if k not in m]
+    problems += [f"metric {k} missing" for k in (N.BEST_VAL_F1, N.TEST_F1, N.BEST_EPOCH) if k not in m]
     problems += [f"artifact {a}/ missing" for a in ARTIFACTS if a not in artifacts]
     problems += ["no MLflow Model logged"] * (not (run.outputs and run.outputs.model_outputs))
-    problems += [f"tag nerlab.device is {tags.get('nerlab.device')!r}, want {device!r}"] * (tags.get("nerlab.device") != device)
-    problems += [f"tag nerlab.precision is {tags.get('nerlab.precision')!r}, want {precision!r}"] * (
-        tags.get("nerlab.precision") != precision)
+    problems += [f"tag {tag} is {tags.get(tag)!r}, want {want!r}"
+                 for tag, want in ((N.DEVICE_TAG, device), (N.PRECISION_TAG, precision)) if tags.get(tag) != want]
     return {"status": run.info.status, "epochs_logged": history, "artifacts": sorted(artifacts),
             "tags": {k: v for k, v in tags.items() if k.startswith("nerlab.")}, "problems": problems}
 
@@ -171,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     report["result"] = result
     report["mlflow"] = check_run(client, result["run_id"], spec.train.epochs, device, precision)
     run = client.get_run(result["run_id"])
-    logged = run.data.metrics.get("test/micro_f1")
+    logged = run.data.metrics.get(N.TEST_F1)
     scores = check_model(Path(spec.output), run.data.params["inputs.test"], spec, device)
     same = next(iter(scores.values()))
     report["model"] = {"logged_test_f1": logged, "rescored": scores, "reproduces_logged": same == logged}
-    ray_tps = [m.value for m in sorted(client.get_metric_history(result["run_id"], "train/tokens_per_second"),
+    ray_tps = [m.value for m in sorted(client.get_metric_history(result["run_id"], N.TOKENS_PER_S),
                                        key=lambda m: m.step)]
     bench = load_bench("bench_train_loop")
     plain_tps = bench.plain_loop(spec_path, threads=int(spec.resources.cpus_per_worker), device=device,

@@ -14,6 +14,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from nerlab.models import names as N
 from nerlab.platform import mlflow_server, ownership
 from nerlab.platform.typed import UsageError
 
@@ -147,7 +148,7 @@ def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server):
         start = time.monotonic()
         with lease(server, "exp/dead", "study d") as mine:
             tags = MlflowClient(server).get_experiment(mine.experiment_id).tags
-            assert json.loads(tags[ownership.DRIVER_TAG])["pid"] == os.getpid()
+            assert json.loads(tags[N.DRIVER_TAG])["pid"] == os.getpid()
         assert time.monotonic() - start < ownership.STALE_S  # no waiting for the heartbeat to go stale
     finally:
         p.kill()

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from nerlab.platform.study import METRIC, _asha
+from nerlab.models import names as N
+from nerlab.platform.study import _asha
 from nerlab.platform.study_spec import StudySpec
 from nerlab.platform.typed import from_dict
 
@@ -23,7 +24,7 @@ def study(epochs: int, grace: int, factor: int = 2) -> StudySpec:
 def drive(scheduler, trials: int, reports: int, f1):
     """Each trial reports ``reports`` results in turn (trial 0 first at every step); returns the step at which
     each trial was stopped (None if never)."""
-    scheduler.set_search_properties(METRIC, "max")  # what Tune does with TuneConfig's metric and mode
+    scheduler.set_search_properties(N.TUNE_VAL_F1, "max")  # what Tune does with TuneConfig's metric and mode
     ts = [SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(trials)]
     for t in ts:
         scheduler.on_trial_add(None, t)
@@ -31,7 +32,7 @@ def drive(scheduler, trials: int, reports: int, f1):
     for step in range(1, reports + 1):
         for i, t in enumerate(ts):
             if stopped[t.trial_id] is None:
-                action = scheduler.on_trial_result(None, t, {"training_iteration": step, METRIC: f1(i, step)})
+                action = scheduler.on_trial_result(None, t, {"training_iteration": step, N.TUNE_VAL_F1: f1(i, step)})
                 if action == TrialScheduler.STOP:
                     stopped[t.trial_id] = step
     return stopped

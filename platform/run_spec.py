@@ -56,16 +56,12 @@ class LossSpec(LossSettings):
     weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}; irm: the IRMv1 penalty
 
     def __post_init__(self) -> None:
-        if self.weights is None:
-            try:
-                preset(self.preset)
-            except ValueError as e:
-                raise ValueError(f"preset: {e}") from None
         try:
-            self.to_loss_config()  # validates names, weights and settings
+            self.to_loss_config()  # validates the preset, names, weights and settings
         except ValueError as e:
-            weights_wrong = self.weights is not None and any(w in str(e) for w in ("weight", "loss name"))
-            raise ValueError(f"weights: {e}" if weights_wrong else str(e)) from None
+            key = ("preset" if self.weights is None and "preset" in str(e) else "weights"
+                   if self.weights is not None and any(w in str(e) for w in ("weight", "loss name")) else None)
+            raise ValueError(f"{key}: {e}" if key else str(e)) from None
 
     @property
     def name(self) -> str:

@@ -20,9 +20,9 @@ from nerlab.platform.typed import from_dict, load_yaml
 Range = dict[str, tuple[float, ...]]  # {uniform: [lo, hi]} or {log_uniform: [lo, hi]}
 
 
-def sets(key: str, default=None):
+def sets(key: str):
     """A search axis that sets run-spec field ``key`` (``train.lr``) in each trial; None: not searched."""
-    return field(default=default, metadata={"sets": key})
+    return field(default=None, metadata={"sets": key})
 
 
 # An axis per loss setting of the registry (focal_gamma, tversky_alpha, ...), each setting that loss key.

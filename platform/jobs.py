@@ -97,8 +97,8 @@ def check_fits(resources, overhead_cpus: float, address: str | None, where: str,
     gpu = resources.use_gpu if resources.use_gpu is not None else have.get("GPU", 0) >= 1
     for kind, amount in resources.need(gpu, overhead_cpus).items():
         if amount > have.get(kind, 0) + 1e-9:
-            parts = f"{resources.workers} worker(s) x {resources.cpus_per_worker:g}" if kind == "CPU" else \
-                f"{resources.workers} worker(s) x {resources.gpus_per_worker:g}"
+            each = resources.cpus_per_worker if kind == "CPU" else resources.gpus_per_worker
+            parts = f"{resources.workers} worker(s) x {each:g}"
             extra = f" + {overhead_cpus:g} for the trial" if kind == "CPU" and overhead_cpus else ""
             raise UsageError(f"{where}: one job needs {amount:g} {kind} ({parts}{extra}) but this machine's "
                              f"Ray has {have.get(kind, 0):g}; lower the workers or the {kind}s per worker")
@@ -127,9 +127,7 @@ def use_gpu(spec: RunSpec) -> bool:
 def build_trainer(job: Job, storage: str, name: str, callbacks=()) -> TorchTrainer:
     spec = job.spec
     gpu = use_gpu(spec)
-    per_worker = {"CPU": spec.resources.cpus_per_worker}
-    if gpu:
-        per_worker["GPU"] = spec.resources.gpus_per_worker
+    per_worker = replace(spec.resources, workers=1).need(gpu)  # one worker's CPUs (and GPUs)
     config = {"spec": to_dict(spec), **{k: v for k, v in job.__dict__.items() if k != "spec"}}
     return TorchTrainer(
         train_fn_per_worker,

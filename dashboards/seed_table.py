@@ -23,7 +23,6 @@ from nerlab.models import names as N
 SEED_RESULTS = Path(__file__).with_name("seed_results.csv")
 ANY = "*"
 SEED_LOSSES, SEED_PENALTIES = ("ce", "unified-seed"), (0.0, 5.0)  # what a range row ("*") covers: the 4 runs
-SEED_COLUMNS = ("seed_dev_f1", "seed_dev_f1_range", "seed_delta")
 
 
 @lru_cache(maxsize=1)

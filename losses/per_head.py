@@ -6,7 +6,7 @@ nested tagger; O/B/I/<pad> under the reference normalisation). A position counts
 when ``mask[n]`` is True and ``target[n, k] != -100``. Every loss returns a float32 tensor of shape (K,).
 
 ``irm`` is the IRMv1 penalty the reference system added to its cross-entropy; it is no loss on its own
-(``PENALTIES``), so a loss spec needs another term beside it.
+(a penalty in ``LOSSES``), so a loss spec needs another term beside it.
 
 Masked positions are neutralised *before* any arithmetic (their logits are set to 0
 and their targets to class 0), so garbage there (inf, NaN, out-of-range labels) can
@@ -16,7 +16,7 @@ neither change a loss nor leak NaN into a gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Callable, Optional
 
 import torch
@@ -135,14 +135,33 @@ def irm(logits: Tensor, target: Tensor, mask: Optional[Tensor]) -> Tensor:
 
 
 PerHeadLoss = Callable[..., Tensor]
-PER_HEAD_LOSSES: dict[str, PerHeadLoss] = {
-    "ce": cross_entropy,
-    "dice": dice,
-    "tversky": tversky,
-    "focal": focal,
-    "irm": irm,  # a penalty: it needs at least one of the others beside it
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A registered per-head loss: its function, its settings (keyword -> default; a run spec's ``loss``
+    section and a study's search name each ``<loss>_<keyword>``, e.g. ``focal_gamma``), whether it takes
+    the shared ``smooth`` term, and whether it is a penalty (no loss on its own)."""
+
+    fn: PerHeadLoss
+    settings: dict[str, float] = field(default_factory=dict)
+    smoothed: bool = False
+    penalty: bool = False
+
+
+# Adding a loss is one entry here: LossConfig, a run spec's loss keys and a study's search axes follow.
+LOSSES: dict[str, Loss] = {
+    "ce": Loss(cross_entropy),
+    "dice": Loss(dice, smoothed=True),
+    "tversky": Loss(tversky, {"alpha": 0.5, "beta": 0.5}, smoothed=True),
+    "focal": Loss(focal, {"gamma": 2.0}),
+    # the reference's IRMv1 has no setting besides its weight (s = 1, two halves); it needs another loss beside it
+    "irm": Loss(irm, penalty=True),
 }
-PENALTIES = ("irm",)  # terms that are no loss on their own
+PER_HEAD_LOSSES: dict[str, PerHeadLoss] = {name: loss.fn for name, loss in LOSSES.items()}
+PENALTIES = tuple(name for name, loss in LOSSES.items() if loss.penalty)  # terms that are no loss on their own
+SETTINGS: dict[str, float] = {f"{name}_{key}": default for name, loss in LOSSES.items()
+                              for key, default in loss.settings.items()}  # tversky_alpha: 0.5, ...
 
 PRESETS: dict[str, dict[str, float]] = {
     "ce": {"ce": 1.0},
@@ -156,14 +175,23 @@ PRESETS: dict[str, dict[str, float]] = {
 }
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Which per-head losses to sum, with what weights and hyper-parameters."""
+def preset(name: str, noun: str = "loss preset") -> dict[str, float]:
+    """The weights of the preset ``name`` (a copy); a ValueError names the presets there are."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown {noun} {name!r} (allowed: {', '.join(PRESETS)})")
+    return dict(PRESETS[name])
 
-    weights: dict[str, float] = field(default_factory=lambda: dict(PRESETS["ce"]))
-    tversky_alpha: float = 0.5
-    tversky_beta: float = 0.5
-    focal_gamma: float = 2.0
+
+# Every loss setting as a keyword-only field (tversky_alpha, ...), shared by LossConfig and a run spec's loss.
+LossSettings = make_dataclass("LossSettings", [(k, float, field(default=v)) for k, v in SETTINGS.items()],
+                              frozen=True, kw_only=True)
+
+
+@dataclass(frozen=True)
+class LossConfig(LossSettings):
+    """Which per-head losses to sum, with what weights and settings."""
+
+    weights: dict[str, float] = field(default_factory=lambda: preset("ce"))
     smooth: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -173,34 +201,28 @@ class LossConfig:
 
     @classmethod
     def preset(cls, name: str, **kwargs: float) -> "LossConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown loss preset {name!r}; allowed: {sorted(PRESETS)}")
-        return cls(weights=dict(PRESETS[name]), **kwargs)
+        return cls(weights=preset(name), **kwargs)
 
     def validate(self) -> None:
-        unknown = sorted(set(self.weights) - set(PER_HEAD_LOSSES))
+        unknown = sorted(set(self.weights) - set(LOSSES))
         if unknown:
-            raise ValueError(f"unknown loss name(s) {unknown}; allowed: {sorted(PER_HEAD_LOSSES)}")
+            raise ValueError(f"unknown loss name(s) {unknown}; allowed: {sorted(LOSSES)}")
         bad = {k: w for k, w in self.weights.items() if not math.isfinite(w) or w < 0}
         if bad:
             raise ValueError(f"loss weights must be finite and >= 0; got {bad}")
         if not any(w > 0 for k, w in self.weights.items() if k not in PENALTIES):
             raise ValueError(f"at least one loss weight must be > 0 besides the {'/'.join(PENALTIES)} penalty; "
                              f"got {self.weights}")
-        for name in ("tversky_alpha", "tversky_beta", "focal_gamma", "smooth"):
+        for name in (*SETTINGS, "smooth"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0; got {value}")
 
     def kwargs(self, name: str) -> dict[str, float]:
-        """Hyper-parameters that the loss called ``name`` takes."""
-        return {
-            "ce": {},
-            "dice": {"smooth": self.smooth},
-            "tversky": {"alpha": self.tversky_alpha, "beta": self.tversky_beta, "smooth": self.smooth},
-            "focal": {"gamma": self.focal_gamma},
-            "irm": {},  # the reference's IRMv1 has no setting besides its weight (s = 1, two halves)
-        }[name]
+        """Settings that the loss called ``name`` takes."""
+        loss = LOSSES[name]
+        return {**{key: getattr(self, f"{name}_{key}") for key in loss.settings},
+                **({"smooth": self.smooth} if loss.smoothed else {})}
 
 
 def combined(

@@ -22,7 +22,6 @@ BIO = ("O", "B", "I")  # class index of each head's output
 REFERENCE_CLASSES = (*BIO, "<pad>")
 PAD_CLASS = REFERENCE_CLASSES.index("<pad>")
 NORMALISATIONS = ("masked", "reference")
-IGNORE = -100
 
 
 @dataclass(frozen=True)

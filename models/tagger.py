@@ -29,7 +29,7 @@ META_FILE = "nerlab_model.json"
 class TaggerConfig:
     """The tagger's settings, checked here once (a run spec's ``model`` section extends this class)."""
 
-    plm: str  # hub name or folder the encoder came from (informational once saved)
+    plm: str = "tiny:2x64"  # hub name, folder or tiny:LAYERSxHIDDEN the encoder came from (informational once saved)
     dropout: float = 0.1  # the reference system's setting
     flat_head: bool = False  # extra softmax head over all flat labels (the upstream baseline)
     flat_decoding: str = "heads"  # flat tags from the per-type heads (the UM6P rule) or from the flat head
@@ -77,10 +77,6 @@ class MultiTaskTagger(nn.Module):
         # with the reference's <pad> class).
         self.heads = nn.Linear(hidden, schema.num_heads * len(config.head_classes))
         self.flat = nn.Linear(hidden, len(schema.flat_labels)) if config.flat_head else None
-
-    @property
-    def num_tasks(self) -> int:
-        return self.schema.num_heads + (1 if self.flat is not None else 0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_mask=None):
         """Logits at the labelled positions only when ``label_mask`` is given (saves the head matmuls).

@@ -232,11 +232,6 @@ def to_flat(sentences: Iterable[Sentence]) -> list[Sentence]:
     return [Sentence(list(s.tokens), [t[:1] for t in s.tags]) for s in sentences]
 
 
-def entity_types(sentences: Iterable[Sentence]) -> list[str]:
-    """The entity types that occur in the data, sorted."""
-    return sorted({tag[2:] for s in sentences for tags in s.tags for tag in tags if tag != "O"})
-
-
 def spans_of(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """Entities ``(type, start, end_inclusive)`` of one type-homogeneous or flat IOB2 sequence.
 

@@ -95,16 +95,27 @@ def check_fits(resources, overhead_cpus: float, address: str | None, where: str,
         return
     have = local_capacity() if have is None else have
     gpu = resources.use_gpu if resources.use_gpu is not None else have.get("GPU", 0) >= 1
-    need = {"CPU": resources.workers * resources.cpus_per_worker + overhead_cpus}
-    if gpu:
-        need["GPU"] = resources.workers * resources.gpus_per_worker
-    for kind, amount in need.items():
+    for kind, amount in resources.need(gpu, overhead_cpus).items():
         if amount > have.get(kind, 0) + 1e-9:
-            parts = f"{resources.workers} worker(s) x {resources.cpus_per_worker:g}" if kind == "CPU" else \
-                f"{resources.workers} worker(s) x {resources.gpus_per_worker:g}"
+            each = resources.cpus_per_worker if kind == "CPU" else resources.gpus_per_worker
+            parts = f"{resources.workers} worker(s) x {each:g}"
             extra = f" + {overhead_cpus:g} for the trial" if kind == "CPU" and overhead_cpus else ""
             raise UsageError(f"{where}: one job needs {amount:g} {kind} ({parts}{extra}) but this machine's "
                              f"Ray has {have.get(kind, 0):g}; lower the workers or the {kind}s per worker")
+
+
+def check_start(spec, resources, overhead_cpus: float, source: str) -> tuple[str, str | None]:
+    """What a job and a study check before anything starts (each a one-line error naming the key): the
+    resources fit, the output folder is writable, the tracking store and the data files are sound.
+    Returns the tracking store's URI and the artifact location."""
+    out = Path(spec.output)
+    check_fits(resources, overhead_cpus, spec.ray_address, f"{source}: resources")
+    uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
+    writable_folder(out, f"{source}: output")
+    check_store(uri, f"{source}: tracking.tracking_uri")
+    if spec.data.synth is None:  # bad data fails before the output folder exists
+        validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    return uri, artifacts
 
 
 def use_gpu(spec: RunSpec) -> bool:
@@ -116,9 +127,7 @@ def use_gpu(spec: RunSpec) -> bool:
 def build_trainer(job: Job, storage: str, name: str, callbacks=()) -> TorchTrainer:
     spec = job.spec
     gpu = use_gpu(spec)
-    per_worker = {"CPU": spec.resources.cpus_per_worker}
-    if gpu:
-        per_worker["GPU"] = spec.resources.gpus_per_worker
+    per_worker = replace(spec.resources, workers=1).need(gpu)  # one worker's CPUs (and GPUs)
     config = {"spec": to_dict(spec), **{k: v for k, v in job.__dict__.items() if k != "spec"}}
     return TorchTrainer(
         train_fn_per_worker,
@@ -178,12 +187,7 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
     if workers is not None:
         spec = replace(spec, resources=replace(spec.resources, workers=workers))
     out = Path(spec.output)
-    check_fits(spec.resources, 0.0, spec.ray_address, f"{source}: resources")
-    uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    writable_folder(out, f"{source}: output")
-    check_store(uri, f"{source}: tracking.tracking_uri")
-    if spec.data.synth is None:  # bad data fails before the output folder exists
-        validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    uri, artifacts = check_start(spec, spec.resources, 0.0, source)
     key, experiment = f"{spec.name}@{out}", spec.tracking.experiment or spec.name
     with ExitStack() as stack:
         what = f"training job {spec.name} ({out})"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from nerlab.losses import PRESETS, LossConfig
+from nerlab.losses import SETTINGS, LossConfig, LossSettings, preset
 from nerlab.models import names as N
 from nerlab.models.tagger import TaggerConfig
 from nerlab.models.training import TrainConfig
@@ -50,21 +50,19 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
-class LossSpec:
+class LossSpec(LossSettings):
+    """A preset or weights, and the losses' settings (``tversky_alpha``, ...: from the registry in losses)."""
+
     preset: str | None = "unified"  # ce | unified | unified-seed (with IRM) | dice | focal | tversky
     weights: dict[str, float] | None = None  # instead of a preset: {ce: 0.5, focal: 0.5}; irm: the IRMv1 penalty
-    tversky_alpha: float = 0.5
-    tversky_beta: float = 0.5
-    focal_gamma: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.weights is None and self.preset not in PRESETS:
-            raise ValueError(f"preset: unknown loss preset {self.preset!r} (allowed: {', '.join(PRESETS)})")
         try:
-            self.to_loss_config()  # validates names, weights and hyper-parameters
+            self.to_loss_config()  # validates the preset, names, weights and settings
         except ValueError as e:
-            weights_wrong = self.weights is not None and any(w in str(e) for w in ("weight", "loss name"))
-            raise ValueError(f"weights: {e}" if weights_wrong else str(e)) from None
+            key = ("preset" if self.weights is None and "preset" in str(e) else "weights"
+                   if self.weights is not None and any(w in str(e) for w in ("weight", "loss name")) else None)
+            raise ValueError(f"{key}: {e}" if key else str(e)) from None
 
     @property
     def name(self) -> str:
@@ -73,20 +71,15 @@ class LossSpec:
         return "+".join(f"{w:g}{k}" for k, w in self.weights.items() if w)
 
     def to_loss_config(self) -> LossConfig:
-        weights = dict(self.weights) if self.weights is not None else dict(PRESETS[self.preset])
-        return LossConfig(weights=weights, tversky_alpha=self.tversky_alpha, tversky_beta=self.tversky_beta,
-                        focal_gamma=self.focal_gamma)
+        weights = dict(self.weights) if self.weights is not None else preset(self.preset)
+        return LossConfig(weights=weights, **{k: getattr(self, k) for k in SETTINGS})
 
 
 @dataclass(frozen=True)
 class ModelSpec(TaggerConfig):
-    """The tagger's settings (checked by ``TaggerConfig``), a default PLM, and how to load it."""
+    """The tagger's settings (declared and checked by ``TaggerConfig``) and how to load the PLM."""
 
-    plm: str = "tiny:2x64"
     trust_remote_code: bool = False  # never run a hub repo's code unless asked
-    # masked: only first sub-words in the loss, O/B/I heads, attention mask. reference (reproducing the reference
-    # only): every padded position in the loss, O/B/I/<pad> heads, no attention mask; needs random batches.
-    normalisation: str = "masked"
 
     def tagger(self, plm: str) -> TaggerConfig:
         """The tagger's own settings, with the PLM as resolved on the worker (a folder)."""
@@ -121,6 +114,11 @@ class Resources:
             raise ValueError(f"cpus_per_worker must be > 0, not {self.cpus_per_worker}")
         check_gpus_per_worker(self.gpus_per_worker, self.workers, self.use_gpu)
 
+    def need(self, gpu: bool, overhead_cpus: float = 0.0) -> dict[str, float]:
+        """What one job holds at once: its workers' CPUs (plus ``overhead_cpus``), and their GPUs when ``gpu``."""
+        return {"CPU": overhead_cpus + self.workers * self.cpus_per_worker,
+                **({"GPU": self.workers * self.gpus_per_worker} if gpu else {})}
+
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
@@ -147,47 +145,38 @@ class Tracking:
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class SharedSpec:
+    """The fields a run spec and a study spec share, and their rules."""
+
     name: str
     task: str = "nested"
     data: DataSpec = field(default_factory=lambda: DataSpec(synth=SynthData()))
-    model: ModelSpec = field(default_factory=ModelSpec)
-    loss: LossSpec = field(default_factory=LossSpec)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    resources: Resources = field(default_factory=Resources)
+    model: ModelSpec = field(default_factory=ModelSpec)  # a study's plm comes from its search
+    train: TrainConfig = field(default_factory=TrainConfig)  # a study's lr, seed, penalty may come from its search
     tracking: Tracking = field(default_factory=Tracking)
     precision: str = "auto"  # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16 | fp16
     output: str | None = None  # default: runs/<name> under the current folder
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
 
     def __post_init__(self) -> None:
-        check_shared(self)
-        check_reference(self.model, self.train)
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.model.reference and self.train.batch_order != "random":
+            raise ValueError(f"train.batch_order: the reference normalisation needs random-order batches (its share "
+                             f"of padding positions in the loss depends on them), not {self.train.batch_order!r}")
 
     def to_dict(self) -> dict:
         return to_dict(self)
 
 
-def check_shared(spec) -> None:
-    """The rules of the fields a run spec and a study spec share: name, task, precision."""
-    if spec.task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {spec.task!r}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
-        raise ValueError(f"name {spec.name!r} must be letters, digits, '.', '_' or '-'")
-    if spec.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {spec.precision!r}")
-
-
-def check_reference(model: ModelSpec, train: TrainConfig) -> None:
-    """What the reference normalisation cannot honour, named by key."""
-    if model.normalisation != "reference":
-        return
-    if model.flat_head:
-        raise ValueError("model.flat_head: the reference normalisation has per-type heads only (a flat head "
-                         "with a <pad> class is no part of the reference system); set model.flat_head: false")
-    if train.batch_order != "random":
-        raise ValueError(f"train.batch_order: the reference normalisation needs random-order batches (its share of "
-                         f"padding positions in the loss depends on them), not {train.batch_order!r}")
+@dataclass(frozen=True)
+class RunSpec(SharedSpec):
+    loss: LossSpec = field(default_factory=LossSpec)
+    resources: Resources = field(default_factory=Resources)
 
 
 def check_plm(plm: str, source: str, key: str = "model.plm") -> None:

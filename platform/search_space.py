@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 
 from nerlab.platform.run_spec import LossSpec, RunSpec
-from nerlab.platform.study_spec import AXES_NUMERIC, StudySpec
+from nerlab.platform.study_spec import StudySpec
 
 
 def _axis(values, mode: str):
@@ -29,9 +29,7 @@ def param_space(spec: StudySpec) -> dict:
     else:
         space["loss"] = _axis(list(s.losses), s.mode)
     space["seed"] = _axis(s.seeds, s.mode) if s.mode == "grid" else s.seeds[0]
-    for key in (*AXES_NUMERIC, "batch_size"):
-        if getattr(s, key) is not None:
-            space[key] = _axis(getattr(s, key), s.mode)
+    space.update({key: _axis(getattr(s, key), s.mode) for key in s.axes if getattr(s, key) is not None})
     return space
 
 
@@ -39,7 +37,7 @@ def grid_size(spec: StudySpec) -> int:
     s = spec.search
     if s.mode == "optuna":
         return s.num_samples
-    axes = [s.plm, s.losses, s.variance_penalty, s.seeds] + [getattr(s, k) for k in (*AXES_NUMERIC, "batch_size")]
+    axes = [s.plm, s.losses, s.variance_penalty, s.seeds] + [getattr(s, k) for k in s.axes]
     return math.prod(len(a) for a in axes if a is not None)
 
 
@@ -52,11 +50,14 @@ def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec
     else:
         weights = {k[len("loss_w_"):]: float(v) for k, v in point.items() if k.startswith("loss_w_")}
         loss, loss_name = LossSpec(preset=None, weights=weights), "+".join(f"{w:.2f}{k}" for k, w in weights.items())
-    loss = replace(loss, **{k: float(point[k]) for k in ("focal_gamma", "tversky_alpha", "tversky_beta") if k in point})
-    train = replace(base.train, variance_penalty=float(point["variance_penalty"]), seed=int(point["seed"]),
-                    **{k: point[k] for k in ("lr", "batch_size") if k in point})
-    model = replace(base.model, plm=point["plm"], **({"dropout": float(point["dropout"])} if "dropout" in point else {}))
-    return replace(base, name=f"{spec.name}-{trial_id}", loss=loss, train=train, model=model), loss_name
+    run = replace(base, name=f"{spec.name}-{trial_id}", loss=loss, model=replace(base.model, plm=point["plm"]),
+                  train=replace(base.train, variance_penalty=float(point["variance_penalty"]), seed=int(point["seed"])))
+    changes: dict[str, dict] = {}  # section (train, model, loss) -> its searched fields' values
+    for key, target in spec.search.axes.items():
+        if key in point:
+            section, name = target.split(".")
+            changes.setdefault(section, {})[name] = type(getattr(getattr(run, section), name))(point[key])
+    return replace(run, **{k: replace(getattr(run, k), **v) for k, v in changes.items()}), loss_name
 
 
 def trial_run_name(point: dict, loss_name: str) -> str:

@@ -23,10 +23,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from nerlab.models import names as N
 from nerlab.platform import mlflow_server, ownership
 from nerlab.platform import tracking as T
-from nerlab.platform.jobs import check_fits, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
-from nerlab.platform.paths import writable_folder
-from nerlab.platform.prepare import (Inputs, check_store, prepare_data, prepare_plm,
-                                     validate_files)
+from nerlab.platform.jobs import check_start, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
+from nerlab.platform.prepare import Inputs, prepare_data, prepare_plm
 from nerlab.platform.progress import Console, TrialProgress, showing
 from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
@@ -172,10 +170,8 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
     # Tune shows and records only the trial's own point.
     need = {"CPU": r.trial_cpus}
     retries = r.trial_retries
-    if r.inline:  # the trial is its job's worker: it holds the worker's resources and retries its failures
-        need["CPU"] += r.cpus_per_worker
-        if use_gpu(spec.base_run()):
-            need["GPU"] = r.gpus_per_worker
+    if r.inline:  # the trial is its job's (one) worker: it holds the job's resources and retries its failures
+        need = r.job.need(use_gpu(spec.base_run()), r.trial_cpus)
         retries += r.max_failures
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
     space = param_space(spec)
@@ -213,12 +209,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
     as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it.
     ``console``: the live view (Ray's own output to a log file unless verbose); None leaves output to Ray."""
     out = Path(spec.output)
-    check_fits(spec.base_run().resources, spec.resources.trial_cpus, spec.ray_address, f"{source}: resources")
-    store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
-    writable_folder(out, f"{source}: output")
-    check_store(store_uri, f"{source}: tracking.tracking_uri")
-    if spec.data.synth is None:  # bad data fails here, before the output folder exists
-        validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    store_uri, artifacts = check_start(spec, spec.resources.job, spec.resources.trial_cpus, source)
     mark("study.start")
     with ExitStack() as stack:
         done = _claim(stack, spec, store_uri, source, replace_old)

@@ -7,36 +7,42 @@ A study holds the fields of a run spec that every trial shares (task, data, mode
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 
-from nerlab.losses import PENALTIES, PER_HEAD_LOSSES, PRESETS
+from nerlab.losses import LOSSES, PENALTIES, SETTINGS, preset
 from nerlab.models import names as N
-from nerlab.models.training import TrainConfig
 from nerlab.platform.run_spec import (
-    SMOKE_DATA, SMOKE_PLM, DataSpec, LossSpec, ModelSpec, Resources, RunSpec, SynthData, Tracking,
-    check_gpus_per_worker, check_plm, check_reference, check_shared, resolve_paths, smoke_model_train, smoke_plm,
+    SMOKE_DATA, SMOKE_PLM, DataSpec, LossSpec, Resources, RunSpec, SharedSpec, check_gpus_per_worker, check_plm,
+    resolve_paths, smoke_model_train, smoke_plm,
 )
-from nerlab.platform.typed import from_dict, load_yaml, to_dict
+from nerlab.platform.typed import from_dict, load_yaml
 
 Range = dict[str, tuple[float, ...]]  # {uniform: [lo, hi]} or {log_uniform: [lo, hi]}
-AXES_NUMERIC = ("lr", "dropout", "focal_gamma", "tversky_alpha", "tversky_beta")
+
+
+def sets(key: str):
+    """A search axis that sets run-spec field ``key`` (``train.lr``) in each trial; None: not searched."""
+    return field(default=None, metadata={"sets": key})
+
+
+# An axis per loss setting of the registry (focal_gamma, tversky_alpha, ...), each setting that loss key.
+LossAxes = make_dataclass("LossAxes", [(k, tuple[float, ...] | Range | None, sets(f"loss.{k}")) for k in SETTINGS],
+                          frozen=True, kw_only=True)
 
 
 @dataclass(frozen=True)
-class Search:
+class Search(LossAxes):
     mode: str = "grid"  # grid: every combination x seeds | optuna: TPE over the same space
     plm: tuple[str, ...] = ("tiny:2x64",)
     loss: dict[str, dict[str, float]] | tuple[str, ...] = ("ce", "unified")  # names of presets, or name -> weights
     loss_weights: dict[str, Range] | None = None  # optuna: sample each loss's weight (instead of `loss`)
     variance_penalty: tuple[float, ...] | Range = (0.0, 5.0)
     seeds: tuple[int, ...] = (3407,)
-    lr: tuple[float, ...] | Range | None = None
-    batch_size: tuple[int, ...] | None = None
-    dropout: tuple[float, ...] | Range | None = None
-    focal_gamma: tuple[float, ...] | Range | None = None
-    tversky_alpha: tuple[float, ...] | Range | None = None
-    tversky_beta: tuple[float, ...] | Range | None = None
+    # Adding a search key is one field here, naming the run-spec field it sets.
+    lr: tuple[float, ...] | Range | None = sets("train.lr")
+    batch_size: tuple[int, ...] | None = sets("train.batch_size")
+    dropout: tuple[float, ...] | Range | None = sets("model.dropout")
     num_samples: int = 8  # optuna: trials to run
     sampler_seed: int = 0  # optuna: fixed TPE seed, so a search is repeatable
 
@@ -56,22 +62,27 @@ class Search:
                 raise ValueError(f"search.loss.{name}: {str(e).removeprefix('weights: ')}") from None
         if self.loss_weights is not None and self.mode != "optuna":
             raise ValueError("search.loss_weights needs mode: optuna (a grid takes named losses)")
-        for key in ("variance_penalty", *AXES_NUMERIC, "loss_weights"):
+        for key in ("variance_penalty", *self.axes, "loss_weights"):
             self._check_axis(key, getattr(self, key))
         if self.loss_weights is not None:
             if not self.loss_weights:
                 raise ValueError("search.loss_weights: empty search space")
-            unknown = [k for k in self.loss_weights if k not in PER_HEAD_LOSSES]
+            unknown = [k for k in self.loss_weights if k not in LOSSES]
             if unknown:
-                raise ValueError(f"search.loss_weights.{unknown[0]}: unknown loss "
-                                 f"(allowed: {', '.join(PER_HEAD_LOSSES)})")
+                raise ValueError(f"search.loss_weights.{unknown[0]}: unknown loss (allowed: {', '.join(LOSSES)})")
             if all(max(next(iter(r.values()))) <= 0 for r in self.loss_weights.values()):
                 raise ValueError("search.loss_weights: every range is [0, 0], so all loss weights are zero")
             if all(max(next(iter(r.values()))) <= 0 for k, r in self.loss_weights.items() if k not in PENALTIES):
+                losses = ", ".join(k for k in LOSSES if k not in PENALTIES)
                 raise ValueError(f"search.loss_weights: only the {'/'.join(PENALTIES)} penalty can be > 0; give a "
-                                 f"loss (ce, dice, tversky, focal) a range above 0")
+                                 f"loss ({losses}) a range above 0")
         if isinstance(self.variance_penalty, tuple) and any(v < 0 for v in self.variance_penalty):
             raise ValueError("search.variance_penalty: λ must be >= 0")
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The optional axes (lr, dropout, focal_gamma, ...), each with the run-spec field it sets."""
+        return {f.name: f.metadata["sets"] for f in fields(self) if "sets" in f.metadata}
 
     def _check_axis(self, key: str, axis) -> None:
         if axis is None:
@@ -99,11 +110,10 @@ class Search:
             return dict(self.loss)
         if not self.loss:
             raise ValueError("search.loss: empty search space")
-        unknown = [n for n in self.loss if n not in PRESETS]
-        if unknown:
-            raise ValueError(f"search.loss: unknown loss {unknown[0]!r} (presets: {', '.join(PRESETS)}; "
-                             f"or give name: {{ce: 0.5, focal: 0.5}})")
-        return {n: dict(PRESETS[n]) for n in self.loss}
+        try:
+            return {n: preset(n, noun="loss") for n in self.loss}
+        except ValueError as e:
+            raise ValueError(f"search.loss: {e}; or give name: {{ce: 0.5, focal: 0.5}}") from None
 
 
 @dataclass(frozen=True)
@@ -154,46 +164,29 @@ class StudyResources:
         """Whether trials train in their Tune trial's own process (one worker, ``single_worker: inline``)."""
         return self.workers_per_trial == 1 and self.single_worker == "inline"
 
+    @property
+    def job(self) -> Resources:
+        """The resources of one trial's job."""
+        return Resources(workers=self.workers_per_trial, use_gpu=self.use_gpu, cpus_per_worker=self.cpus_per_worker,
+                         gpus_per_worker=self.gpus_per_worker, max_failures=self.max_failures)
+
     def trials_that_fit(self, have: dict[str, float], gpu: bool) -> int:
         """Trials that can run at once on ``have`` ({"CPU": n, "GPU": m}): each holds ``trial_cpus`` plus its
-        workers' CPUs, and their GPUs when ``gpu`` (4 trials of 1 worker x 0.25 GPU share one GPU)."""
-        need = {"CPU": self.trial_cpus + self.workers_per_trial * self.cpus_per_worker}
-        if gpu:
-            need["GPU"] = self.workers_per_trial * self.gpus_per_worker
+        job's (4 trials of 1 worker x 0.25 GPU share one GPU)."""
+        need = self.job.need(gpu, self.trial_cpus)
         return min(math.floor(have.get(kind, 0.0) / amount + 1e-9) for kind, amount in need.items())
 
 
 @dataclass(frozen=True)
-class StudySpec:
-    name: str
-    task: str = "nested"
-    data: DataSpec = field(default_factory=lambda: DataSpec(synth=SynthData()))
-    model: ModelSpec = field(default_factory=ModelSpec)  # plm comes from the search
-    train: TrainConfig = field(default_factory=TrainConfig)  # lr, seed, penalty may come from the search
+class StudySpec(SharedSpec):
     search: Search = field(default_factory=Search)
     scheduler: Scheduler = field(default_factory=Scheduler)
     resources: StudyResources = field(default_factory=StudyResources)
-    tracking: Tracking = field(default_factory=Tracking)
-    precision: str = "auto"
-    output: str | None = None  # default: runs/<name>
-    ray_address: str | None = None
-
-    def __post_init__(self) -> None:
-        check_shared(self)  # the same rules as a run's
-        check_reference(self.model, self.train)
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
 
     def base_run(self) -> RunSpec:
         """The run spec every trial starts from (search values are filled in per trial)."""
-        r = self.resources
-        return RunSpec(name=self.name, task=self.task, data=self.data, model=self.model, train=self.train,
-                       tracking=self.tracking, precision=self.precision, output=self.output,
-                       ray_address=self.ray_address,
-                       resources=Resources(workers=r.workers_per_trial, use_gpu=r.use_gpu,
-                                           cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-                                           max_failures=r.max_failures))
+        shared = {f.name: getattr(self, f.name) for f in fields(SharedSpec)}
+        return RunSpec(**shared, resources=self.resources.job)
 
 
 def smoke(spec: StudySpec) -> StudySpec:
@@ -203,8 +196,7 @@ def smoke(spec: StudySpec) -> StudySpec:
     pen = s.variance_penalty[:1] if isinstance(s.variance_penalty, tuple) else s.variance_penalty
     search = replace(s, plm=tuple(smoke_plm(p) for p in s.plm[:1]), loss=losses, variance_penalty=pen,
                      seeds=s.seeds[:1], num_samples=1,
-                     **{k: getattr(s, k)[:1] for k in (*AXES_NUMERIC, "batch_size")
-                        if isinstance(getattr(s, k), tuple)})
+                     **{k: getattr(s, k)[:1] for k in s.axes if isinstance(getattr(s, k), tuple)})
     data = SMOKE_DATA
     if spec.data.synth is not None:
         data = DataSpec(synth=replace(spec.data.synth, sentences=min(spec.data.synth.sentences,

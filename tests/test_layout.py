@@ -1,4 +1,4 @@
-"""The `platform/` folder must not shadow the standard library's `platform` module (DESIGN.md)."""
+"""The `platform/` folder must not shadow the standard library's `platform` module (README.md, "Layout")."""
 
 import subprocess
 import sys
@@ -49,3 +49,13 @@ def test_imports_point_one_way():
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 for name in names:
                     assert not any(name == b or name.startswith(b + ".") for b in bad), f"{path}: imports {name}"
+
+
+def test_every_data_file_of_the_package_is_package_data():
+    """An installed nerlab (a wheel, not this checkout) holds every non-Python file its code reads."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    for package, folder in setup["package-dir"].items():
+        data = {p.name for p in (ROOT / folder).iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")}
+        assert data <= set(setup.get("package-data", {}).get(package, [])), package

@@ -129,6 +129,8 @@ class MultiTaskTagger(nn.Module):
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise FileNotFoundError(f"{folder}: not a nerlab model folder (no {META_FILE})")
+        if not (folder / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; nerlab never loads pickled weights")
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder / "encoder"), add_pooling_layer=False)
         model = cls(encoder, LabelSchema.from_dict(meta["schema"]), TaggerConfig(**meta["tagger"]))

@@ -160,6 +160,12 @@ def _autocast_dtype(precision: str, device: torch.device):
     return None
 
 
+def _grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """fp16 autocast trains through a gradient scaler (small gradients would underflow); bf16 and fp32 need
+    none (a disabled scaler passes the loss and the steps through unchanged)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+
+
 def _epoch_metrics(epoch: int, stats, report: Report, lr: float, tokens_per_s: float, names: list[str]) -> dict:
     m = {N.TRAIN_LOSS: stats.loss, N.TRAIN_PENALTY: stats.penalty, N.LR: lr, N.TOKENS_PER_S: tokens_per_s,
          N.EPOCH_SECONDS: stats.seconds, N.VAL_F1: report.micro.f1, N.VAL_P: report.micro.precision,
@@ -270,7 +276,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
         lengths = [len(x) for x in train_w]
         steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
         w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
-        w.scaler = torch.amp.GradScaler(device.type, enabled=w.dtype is torch.float16)
+        w.scaler = _grad_scaler(w.dtype, device)
         mark("worker.model_built")
         state, best = LoopState(), None
         if checkpoint:

@@ -4,6 +4,7 @@ with 2 CPUs, and spec files written from a base spec plus changes."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,21 +57,74 @@ def sample_plm(sample_dir, tmp_path_factory) -> Path:
     return build_tiny_plm([sample_dir / "train.txt"], out, layers=2, hidden=64, heads=2, seed=0)
 
 
-@pytest.fixture(scope="module")
-def ray_2_cpus():
-    """One local Ray (2 CPUs) for a module, shut down after it; no RAY_ADDRESS or MLflow URI leaks in."""
+@contextmanager
+def _local_ray(**kwargs):
+    """A local Ray for the block (``connect_ray(**kwargs)``), shut down after it if this block started it; no
+    RAY_ADDRESS or MLflow URI leaks in, and the Ray settings connect_ray writes into os.environ (for the
+    processes it starts) leave with it instead of reaching later tests."""
     import ray
 
     from nerlab.platform.jobs import connect_ray
 
+    before = dict(os.environ)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("RAY_ADDRESS", raising=False)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        connect_ray(num_cpus=2)
+        started = connect_ray(**kwargs)
         try:
             yield
         finally:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
+            for key in set(os.environ) - set(before):
+                del os.environ[key]
+            os.environ.update(before)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """``with local_ray(num_cpus=2): ...``: see ``_local_ray``."""
+    return _local_ray
+
+
+@pytest.fixture(scope="module")
+def ray_2_cpus():
+    """One local Ray (2 CPUs) for a module, shut down after it; nothing of it stays in os.environ."""
+    with _local_ray(num_cpus=2):
+        yield
+
+
+@pytest.fixture(scope="session")
+def listening():
+    """``listening(processes)``: the (address, port) pairs on which those psutil processes accept TCP
+    connections, read from the kernel's socket table (processes that are gone count for nothing)."""
+    import psutil
+
+    def addresses(processes) -> set[tuple[str, int]]:
+        out = set()
+        for proc in processes:
+            try:
+                out |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                        if c.status == psutil.CONN_LISTEN}
+            except psutil.NoSuchProcess:
+                pass
+        return out
+    return addresses
+
+
+@pytest.fixture(scope="session")
+def outside_address() -> str:
+    """An IPv4 address of this machine that is not loopback: where a server bound to 127.0.0.1 must refuse."""
+    import ipaddress
+    import socket
+
+    import psutil
+
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback:
+                return a.address
+    pytest.skip("this machine has no IPv4 address besides loopback: no other interface to be refused on")
 
 
 def deep_merge(base: dict, changes: dict) -> dict:

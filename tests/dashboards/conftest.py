@@ -42,25 +42,18 @@ class Study:
 
 
 @pytest.fixture(scope="session")
-def study(tmp_path_factory) -> Study:
+def study(tmp_path_factory, local_ray) -> Study:
     """Runs the study in-process, once per session (two trials at a time; about 1.5 minutes on 2 cores)."""
-    import ray
     from mlflow.tracking import MlflowClient
 
     from nerlab.platform.cli import main
-    from nerlab.platform.jobs import connect_ray
 
     root = tmp_path_factory.mktemp("results-study")
     spec = root / "study.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     out = root / "out"
-    started_here = not ray.is_initialized()
-    connect_ray(num_cpus=2)
-    try:
+    with local_ray(num_cpus=2):  # shut down after the study (nothing after it needs Ray), unless it ran before
         assert main(["study", "run", str(spec), "--output", str(out)]) == 0
-    finally:
-        if started_here:
-            ray.shutdown()  # nothing after the study needs Ray
     uri = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(STUDY)

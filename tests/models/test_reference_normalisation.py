@@ -6,6 +6,7 @@ and the encoder's attention mask by a spy encoder; expected positions and classe
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +18,7 @@ from transformers import BertConfig, BertModel
 
 from nerlab.losses import LossConfig
 from nerlab.models import training
-from nerlab.models.encoding import Window, collate, random_batches
+from nerlab.models.encoding import Window, collate
 from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
@@ -154,7 +155,13 @@ def test_reference_cannot_have_a_flat_head_and_names_are_checked():
 
 
 def test_batch_order_setting():
+    """``random``: the seed's shuffle of all windows cut into batches in that order, lengths playing no part;
+    ``bucketed``: every window once, in batches of windows of similar length."""
     lengths = [5, 50, 7, 60, 9, 8, 40, 41]
-    assert train_batches(lengths, TrainConfig(batch_size=3, batch_order="random"), 11) == random_batches(8, 3, 11)
+    order = list(range(8))
+    random.Random(11).shuffle(order)  # Python's seeded shuffle: the same order on every machine
+    cfg = TrainConfig(batch_size=3, batch_order="random")
+    assert train_batches(lengths, cfg, 11) == [order[:3], order[3:6], order[6:]]
+    assert train_batches(lengths[::-1], cfg, 11) == train_batches(lengths, cfg, 11)
     bucketed = train_batches(lengths, TrainConfig(batch_size=3), 11)
     assert sorted(i for b in bucketed for i in b) == list(range(8))

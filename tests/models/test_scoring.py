@@ -8,7 +8,7 @@ import pytest
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from nerlab.models.scoring import score
-from nerlab.models.wojood import Sentence, read_file, type_sequence
+from nerlab.models.wojood import Sentence, read_file
 
 TYPES = ["PERS", "ORG", "GPE", "DATE"]
 
@@ -20,10 +20,19 @@ def seqeval_flat(gold, pred):
 
 
 def seqeval_nested(gold, pred):
-    """The baseline's pooling: one sequence per (sentence, type), all pooled into one micro-F1."""
-    types = sorted({t[2:] for s in [*gold, *pred] for tags in s.tags for t in tags if t != "O"})
-    yt = [type_sequence(s.tags, t) for s in gold for t in types]
-    yp = [type_sequence(s.tags, t) for s in pred for t in types]
+    """The baseline's pooling: one sequence per (sentence, type), all pooled into one micro-F1. Built here
+    from the raw tags, as the shared task's script did: per token, the first tag of the type, else O."""
+    types = sorted({t.split("-", 1)[1] for s in [*gold, *pred] for tags in s.tags for t in tags if t != "O"})
+
+    def one_type(s, typ):
+        seq = []
+        for tags in s.tags:
+            first = [t for t in tags if t != "O" and t.split("-", 1)[1] == typ][:1]
+            seq.append(first[0] if first else "O")
+        return seq
+
+    yt = [one_type(s, t) for s in gold for t in types]
+    yp = [one_type(s, t) for s in pred for t in types]
     return yt, yp
 
 
@@ -34,6 +43,7 @@ def assert_equal_to_seqeval(gold, pred, task):
     assert ours.micro.precision == pytest.approx(precision_score(yt, yp), abs=1e-12)
     assert ours.micro.recall == pytest.approx(recall_score(yt, yp), abs=1e-12)
     ref = classification_report(yt, yp, output_dict=True, zero_division=0)
+    assert set(ours.per_type) == set(ref) - {"micro avg", "macro avg", "weighted avg"}  # no type missing
     for typ, s in ours.per_type.items():
         assert s.f1 == pytest.approx(ref[typ]["f1-score"], abs=1e-12), typ
         assert s.support == ref[typ]["support"], typ

@@ -36,6 +36,9 @@ from nerlab.platform import mlflow_server
 from nerlab.platform.cli import main as cli_main
 
 DELETE = object()  # a spec change that removes the key
+# Workers of half a CPU that together want one CPU more than the machine has (a local Ray gets at most
+# os.cpu_count() CPUs; fewer where the process may run on fewer)
+TOO_MANY_WORKERS = 2 * (os.cpu_count() or 1) + 2
 
 GOOD_NESTED = "قال O\nمحمد B-PERS\nفي O\nبيرزيت B-ORG\nجامعة I-ORG B-GPE\n\nذهب O\nإلى O\nرام B-GPE\nالله I-GPE\n"
 GOOD_FLAT = "قال O\nمحمد B-PERS\nفي O\nبيرزيت B-ORG\nجامعة I-ORG\n\nذهب O\nإلى O\nرام B-GPE\nالله I-GPE\n"
@@ -270,8 +273,9 @@ CASES: dict[str, Case] = {
     "run: bad precision": Case(train({"precision": "fp8"}), ("precision must be auto, fp32, bf16 or fp16",)),
     "run: dropout out of range": Case(train({"model": {"dropout": 1.5}}), ("model.dropout must be in [0, 1)",)),
     "run: zero workers": Case(train({"resources": {"workers": 0}}), ("resources.workers must be >= 1",)),
-    "run: more workers than cores": Case(train({"resources": {"workers": 64}}),
-                                         ("resources: one job needs 32 CPU", "this machine's Ray has")),
+    "run: more workers than cores": Case(train({"resources": {"workers": TOO_MANY_WORKERS}}),
+                                         (f"resources: one job needs {TOO_MANY_WORKERS * 0.5:g} CPU",
+                                          "this machine's Ray has")),
     "run: more GPUs than the machine has": Case(train({"resources": {"use_gpu": True, "gpus_per_worker": 1000}}),
                                                 ("resources: one job needs 1000 GPU",)),
     "run: zero GPUs per worker": Case(train({"resources": {"use_gpu": True, "gpus_per_worker": 0}}),
@@ -375,8 +379,9 @@ CASES: dict[str, Case] = {
                                    ("search.lr: ranges need mode: optuna",)),
     "study: reversed range": Case(study({"search": {"mode": "optuna", "lr": {"log_uniform": [1e-3, 1e-5]}}}),
                                   ("search.lr: bad range",)),
-    "study: trial larger than the machine": Case(study({"resources": {"workers_per_trial": 64}}),
-                                                 ("resources: one job needs 32.1 CPU", "+ 0.1 for the trial")),
+    "study: trial larger than the machine": Case(study({"resources": {"workers_per_trial": TOO_MANY_WORKERS}}),
+                                                 (f"resources: one job needs {TOO_MANY_WORKERS * 0.5 + 0.1:g} CPU",
+                                                  "+ 0.1 for the trial")),
     "study: negative GPUs per worker": Case(study({"resources": {"gpus_per_worker": -0.25}}),
                                             ("resources.gpus_per_worker must be > 0",)),
     "study: a GPU fraction for 2 workers per trial": Case(

@@ -15,7 +15,7 @@ from nerlab.platform.cli import UsageError
 from nerlab.platform.jobs import check_fits, use_gpu
 from nerlab.platform.run_spec import Resources, RunSpec, load_run_spec
 from nerlab.platform.study_spec import StudyResources, load_study_spec
-from nerlab.platform.train_loop import _autocast_dtype
+from nerlab.platform.train_loop import _autocast_dtype, _grad_scaler
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_SPECS = ROOT / "scripts" / "gpu"
@@ -41,11 +41,14 @@ def test_gpu_auto_is_bf16_where_the_card_has_it(monkeypatch, bf16_supported, dty
 
 
 def test_fp16_gets_a_gradient_scaler_and_bf16_none() -> None:
-    """train_loop enables the scaler for fp16 only: the same expression, on the CPU's scaler."""
+    """The worker's scaler (train_loop._grad_scaler) for each precision a GPU job gets. Without CUDA, torch
+    turns a cuda scaler off whatever it is asked, so the scaler is built for the CPU device here; the GPU's own
+    is checked too where the machine has one."""
+    devices = [CPU] + ([CUDA] if torch.cuda.is_available() else [])
     for precision, enabled in (("fp16", True), ("bf16", False), ("fp32", False)):
         dtype = _autocast_dtype(precision, CUDA)
-        assert (dtype is torch.float16) is enabled
-        assert torch.amp.GradScaler("cpu", enabled=dtype is torch.float16).is_enabled() is enabled
+        for device in devices:
+            assert _grad_scaler(dtype, device).is_enabled() is enabled, (precision, device)
 
 
 # ---- device choice ----------------------------------------------------------------------------------------
@@ -69,8 +72,16 @@ ONE_GPU = {"CPU": 16.0, "GPU": 1.0}  # the H200 machine
 
 @pytest.mark.parametrize("gpus, workers", [(0.25, 1), (0.5, 1), (1.0, 1), (1.0, 4), (2.0, 2), (0.25, 4)])
 def test_valid_gpus_per_worker(gpus, workers) -> None:
+    """Accepted by both specs, kept as given, and a GPU job asks for exactly workers x gpus: it fits a
+    machine with that many GPUs and not one with a quarter GPU less."""
     use = False if workers > 1 and gpus < 1 else True  # fractions with several workers only on CPUs
-    Resources(workers=workers, gpus_per_worker=gpus, use_gpu=use)
+    r = Resources(workers=workers, gpus_per_worker=gpus, use_gpu=use)
+    s = StudyResources(workers_per_trial=workers, gpus_per_worker=gpus, use_gpu=use)
+    assert (r.workers, r.gpus_per_worker, s.workers_per_trial, s.gpus_per_worker) == (workers, gpus, workers, gpus)
+    if use:
+        check_fits(r, 0.0, None, "spec", have={"CPU": 16.0, "GPU": workers * gpus})
+        with pytest.raises(UsageError, match=f"one job needs {workers * gpus:g} GPU"):
+            check_fits(r, 0.0, None, "spec", have={"CPU": 16.0, "GPU": workers * gpus - 0.25})
 
 
 def test_zero_gpus_only_with_use_gpu_false() -> None:

@@ -46,24 +46,32 @@ def test_a_folder_held_by_a_live_driver_is_refused_naming_it(tmp_path):
         p.wait()
 
 
-def test_a_holder_caught_between_taking_the_lock_and_naming_itself_is_still_named(tmp_path):
-    """The kernel lock comes first, the holder's name a moment later: a second driver waits for the name."""
+def test_a_holder_caught_between_taking_the_lock_and_naming_itself_is_still_named(tmp_path, monkeypatch):
+    """The kernel lock comes first, the holder's name a moment later: a second driver waits for the name.
+
+    The holder names itself exactly when the second driver, having found the lock taken and no name, first
+    pauses to wait for it (its ``time.sleep``): no race with the clock either way."""
     import fcntl
 
     fh = open(tmp_path / ownership.LOCK_FILE, "a+")
     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, nothing written yet
+    waits = []
+    real_sleep = time.sleep
 
-    def name_later():
-        time.sleep(0.4)
-        fh.write(json.dumps({"pid": 4242, "host": "elsewhere", "since": time.time(), "command": "nerlab train"}))
-        fh.flush()
+    def holder_names_itself_meanwhile(seconds):
+        if not waits:
+            fh.write(json.dumps({"pid": 4242, "host": "elsewhere", "since": time.time(), "command": "nerlab train"}))
+            fh.flush()
+        waits.append(seconds)
+        real_sleep(seconds)
 
-    threading.Thread(target=name_later).start()
+    monkeypatch.setattr(ownership.time, "sleep", holder_names_itself_meanwhile)
     try:
         with pytest.raises(UsageError) as e:
             with ownership.FolderLock(tmp_path, "training job j"):
                 pass
         assert "training job j is already running: pid 4242 on elsewhere" in str(e.value)
+        assert len(waits) == 1  # it waited once, and read the name then
     finally:
         fh.close()
 
@@ -128,7 +136,7 @@ def test_two_drivers_claiming_a_lease_at_once_leave_exactly_one_holder(server):
         pass
 
 
-def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server):
+def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server, monkeypatch):
     code = textwrap.dedent(f"""
         import time
         from mlflow.tracking import MlflowClient
@@ -145,11 +153,11 @@ def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server):
                 pass
         p.kill()  # SIGKILL: its heartbeat is fresh, but it is a dead process of this host
         p.wait()
-        start = time.monotonic()
-        with lease(server, "exp/dead", "study d") as mine:
-            tags = MlflowClient(server).get_experiment(mine.experiment_id).tags
-            assert json.loads(tags[N.DRIVER_TAG])["pid"] == os.getpid()
-        assert time.monotonic() - start < ownership.STALE_S  # no waiting for the heartbeat to go stale
+        with monkeypatch.context() as m:
+            m.setattr(ownership, "STALE_S", float("inf"))  # no heartbeat ever goes stale: only death frees it
+            with lease(server, "exp/dead", "study d") as mine:
+                tags = MlflowClient(server).get_experiment(mine.experiment_id).tags
+                assert json.loads(tags[N.DRIVER_TAG])["pid"] == os.getpid()
     finally:
         p.kill()
         p.wait()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+from nerlab.platform import progress
 from nerlab.platform.progress import Console, View, _redirected
 from nerlab.platform.study_spec import StudySpec
 
@@ -67,11 +68,14 @@ def test_status_lines_are_rate_limited_off_a_terminal(tmp_path):
     assert len(lines) == 1 and "0 done, 1 running, 3 pending" in lines[0] and "~? left" in lines[0]
 
 
-def test_on_a_terminal_the_status_line_is_rewritten_in_place(tmp_path):
+def test_on_a_terminal_the_status_line_is_rewritten_in_place(tmp_path, monkeypatch):
+    now = [1000.0]  # the view's clock, moved by the test alone
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
     v, out = view(tmp_path)
     v.tty = True
     trials = [trial(0, "RUNNING")]
     v.status(trials)
+    now[0] += 0.4
     v.status(trials)  # within half a second of the last: left out
     v.ended(trial(0, "TERMINATED", epoch=1, val_micro_f1=0.5, final=True), trials, error=False)
     v.close()

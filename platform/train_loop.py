@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
             order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
             batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
             lr = w.sched.get_last_lr()[0]
+            started = time.perf_counter()
             mark("worker.epoch_start", epoch=epoch)
             stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
             mark("worker.epoch_trained", epoch=epoch)
@@ -313,7 +315,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
                 best = weights(model, "cpu")
             state.history.append(entry)
             mark("worker.epoch_scored", epoch=epoch)
-            _report_epoch(w, entry, state, best)
+            _report_epoch(w, entry, state, best, started)
             mark("worker.epoch_reported", epoch=epoch)
             if w.log:
                 w.log.epoch(entry)
@@ -325,8 +327,9 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
             w.log.close()
 
 
-def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -> None:
-    """Checkpoint (rank 0 writes) and report; every rank reports once per epoch."""
+def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None, started: float) -> None:
+    """Checkpoint (rank 0 writes) and report; every rank reports once per epoch (``started``: the epoch's start,
+    ``time.perf_counter``)."""
     metrics = {N.TUNE_EPOCH: entry["epoch"], N.TUNE_VAL_F1: entry["metrics"][N.VAL_F1],
                N.TUNE_TRAIN_LOSS: entry["metrics"][N.TRAIN_LOSS], N.TUNE_FINAL: False}
     with tempfile.TemporaryDirectory() as d:
@@ -334,6 +337,7 @@ def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -
         if w.rank == 0:
             folder = Path(d)
             w.save_checkpoint(folder, state, None if state.best_epoch == state.epoch else best)
+        metrics[N.TUNE_EPOCH_SECONDS] = time.perf_counter() - started
         w.session.report(metrics, folder)
 
 

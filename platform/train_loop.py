@@ -33,7 +33,8 @@ from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report, score
 from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
-from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_everything, train_batches, train_epoch, weights
+from nerlab.models.training import (BestEpoch, eval_batch_size, loss_sum, make_optimizer, seed_everything,
+                                    train_batches, train_epoch, weights)
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
@@ -96,11 +97,11 @@ class Worker:
         return self.tokenizer.pad_token_id
 
     def evaluate(self, sentences, windows) -> tuple[Report, list]:
-        """Score the whole set: every rank predicts windows[rank::world]; all ranks see all predictions."""
-        mine = list(range(self.rank, len(windows), self.world))
-        heads, flat = predict_windows(self.model, [windows[i] for i in mine], self.eval_batch_size, self.pad,
-                                      self.device, self.dtype)
-        parts = [(mine, heads, flat)]
+        """Score the whole set: every rank predicts its evaluation batches; all ranks see all predictions."""
+        heads, flat = predict_windows(self.model, windows, self.eval_batch_size, self.pad, self.device, self.dtype,
+                                      self.rank, self.world)
+        mine = [i for i, h in enumerate(heads) if h is not None]
+        parts = [(mine, [heads[i] for i in mine], [flat[i] for i in mine])]
         if self.world > 1:
             parts = [None] * self.world
             dist.all_gather_object(parts, (mine, heads, flat))
@@ -114,9 +115,9 @@ class Worker:
         return score(sentences, pred, task), pred
 
     def val_loss(self, windows) -> float:
-        """Validation loss over the whole set: every rank sums windows[rank::world], the sums are added."""
-        total, n = loss_sum(self.model, windows[self.rank::self.world], self.eval_batch_size, self.pad, self.loss,
-                            self.job.spec.train, self.device, self.dtype)
+        """Validation loss over the whole set: every rank sums its evaluation batches, the sums are added."""
+        total, n = loss_sum(self.model, windows, self.eval_batch_size, self.pad, self.loss, self.job.spec.train,
+                            self.device, self.dtype, self.rank, self.world)
         sums = torch.tensor([total, n], dtype=torch.float64, device=self.device)  # NCCL reduces only GPU tensors
         if self.world > 1:
             dist.all_reduce(sums)
@@ -265,7 +266,8 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
     mark("worker.data_encoded")
     model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
-               cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None,
+               eval_batch_size(cfg, spec.model.reference), job, loss=spec.loss.to_loss_config(),
+               log=RankZeroLog(job) if rank == 0 else None,
                session=session)
     try:
         lengths = [len(x) for x in train_w]

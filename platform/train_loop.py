@@ -101,10 +101,11 @@ class Worker:
         heads, flat = predict_windows(self.model, windows, self.eval_batch_size, self.pad, self.device, self.dtype,
                                       self.rank, self.world)
         mine = [i for i, h in enumerate(heads) if h is not None]
-        parts = [(mine, [heads[i] for i in mine], [flat[i] for i in mine])]
+        part = (mine, [heads[i] for i in mine], [flat[i] for i in mine])
+        parts = [part]
         if self.world > 1:
             parts = [None] * self.world
-            dist.all_gather_object(parts, (mine, heads, flat))
+            dist.all_gather_object(parts, part)
         all_heads, all_flat = [None] * len(windows), [None] * len(windows)
         for idx, h, f in parts:
             for i, hh, ff in zip(idx, h, f):

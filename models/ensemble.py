@@ -65,7 +65,7 @@ def word_probabilities(model, tokenizer, sentences: Sequence[Sentence], batch_si
     flat_out = [None] * len(sentences)
     if model.flat is not None:
         flat_out = [np.zeros((len(s), len(schema.flat_labels)), dtype=np.float32) for s in sentences]
-    for idx, batch in iter_batches(windows, eval_batches([len(w) for w in windows], batch_size),
+    for idx, batch in iter_batches(windows, eval_batches([len(w) for w in windows], batch_size, model.config.reference),
                                    tokenizer.pad_token_id, K):
         mask = batch["label_mask"].to(device)
         heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)

@@ -88,5 +88,6 @@ TUNE_EPOCH = "epoch"
 TUNE_VAL_F1 = "val_micro_f1"  # the metric ASHA and Optuna optimise
 TUNE_TEST_F1 = "test_micro_f1"
 TUNE_TRAIN_LOSS = "train_loss"
+TUNE_EPOCH_SECONDS = "epoch_seconds"  # the epoch's wall time on rank 0: training, validation, checkpoint
 TUNE_BEST_EPOCH = "best_epoch"
 TUNE_FINAL = "final"  # True only in the last report: the job finished (it was not stopped)

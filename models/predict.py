@@ -45,14 +45,15 @@ def flat_tags_from_heads(head_classes: np.ndarray, types: Sequence[str]) -> list
 
 @torch.no_grad()
 def predict_windows(model, windows: Sequence[Window], batch_size: int, pad_id: int,
-                    device: torch.device | str = "cpu", autocast_dtype=None):
-    """Head classes (and flat classes) per labelled word of every window, in window order."""
+                    device: torch.device | str = "cpu", autocast_dtype=None, rank: int = 0, world: int = 1):
+    """Head classes (and flat classes) per labelled word of every window, in window order; with ``world`` > 1
+    only for the windows of rank ``rank``'s batches (``eval_batches``), None for the others."""
     model.eval()
     device = torch.device(device)
     heads_out: list[np.ndarray | None] = [None] * len(windows)
     flat_out: list[np.ndarray | None] = [None] * len(windows)
-    lengths = [len(w) for w in windows]
-    for idx, batch in iter_batches(windows, eval_batches(lengths, batch_size), pad_id, model.schema.num_heads):
+    batches = eval_batches([len(w) for w in windows], batch_size, model.config.reference, rank, world)
+    for idx, batch in iter_batches(windows, batches, pad_id, model.schema.num_heads):
         mask = batch["label_mask"].to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)

@@ -99,6 +99,13 @@ def train_batches(lengths: Sequence[int], cfg: TrainConfig, seed: int) -> list[l
     return bucketed_batches(lengths, cfg.batch_size, seed, cfg.bucket_batches)
 
 
+def eval_batch_size(cfg: TrainConfig, reference: bool) -> int:
+    """The evaluation batch size while training: twice the training batch (no gradients to hold), or under the
+    reference normalisation the training batch size, as the reference system validated and predicted (its
+    outputs depend on their batch: ``encoding.eval_batches``)."""
+    return cfg.batch_size if reference else 2 * cfg.batch_size
+
+
 def task_losses(model, batch: dict, loss: LossConfig, device: torch.device) -> torch.Tensor:
     """Loss of every task on a batch: K type heads, then the flat head if the model has one. (tasks,)"""
     if getattr(model, "module", model).config.reference:  # DDP wraps the tagger in .module
@@ -202,16 +209,15 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossConfig, cf
 
 @torch.no_grad()
 def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, loss: LossConfig, cfg: TrainConfig,
-             device: torch.device, autocast_dtype=None) -> tuple[float, int]:
-    """Summed multi-task loss over the windows' batches, and the batch count.
+             device: torch.device, autocast_dtype=None, rank: int = 0, world: int = 1) -> tuple[float, int]:
+    """Summed multi-task loss over rank ``rank``'s batches of the windows (``eval_batches``), and their count.
 
     The loss is the sum of the task losses as trained (an IRM term included) without the variance penalty,
-    as the reference system selected on it. The validation loss is sum / count; ranks holding shards add both first."""
+    as the reference system selected on it. The validation loss is sum / count, both added over the ranks."""
     model.eval()
     total_sum, n = torch.zeros((), device=device), 0
-    lengths = [len(w) for w in windows]
-    n_heads = model.schema.num_heads
-    for _, batch in iter_batches(windows, eval_batches(lengths, batch_size), pad_id, n_heads):
+    batches = eval_batches([len(w) for w in windows], batch_size, model.config.reference, rank, world)
+    for _, batch in iter_batches(windows, batches, pad_id, model.schema.num_heads):
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             losses = task_losses(model, batch, loss, device)
         total_sum += losses.float().sum()
@@ -242,11 +248,12 @@ def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sente
         order = train_batches(lengths, cfg, cfg.seed + epoch)
         batches = (b for _, b in iter_batches(train, order, pad, model.schema.num_heads))
         stats = train_epoch(model, batches, opt, sched, loss, cfg, device)
-        report, _ = evaluate(model, val_sentences, val, task, cfg.batch_size * 2, pad, device)
+        eval_size = eval_batch_size(cfg, model.config.reference)
+        report, _ = evaluate(model, val_sentences, val, task, eval_size, pad, device)
         entry = {"epoch": epoch, "loss": stats.loss, "val_f1": report.micro.f1,
                  "tokens_per_second": stats.tokens_per_second}
         if cfg.select_by == "val_loss":
-            total, n = loss_sum(model, val, cfg.batch_size * 2, pad, loss, cfg, device)
+            total, n = loss_sum(model, val, eval_size, pad, loss, cfg, device)
             entry["val_loss"] = total / max(n, 1)
         history.append(entry)
         if log:

@@ -177,12 +177,15 @@ def run_job(spec: RunSpec, inputs: Inputs, tracking_uri: str, run_id: str, stora
 RUN_FILE = "run.yaml"  # the resolved spec of the job in its output folder
 
 
-def train(spec: RunSpec, workers: int | None = None, source: str = "spec", replace_old: bool = False) -> JobResult:
+def train(spec: RunSpec, workers: int | None = None, source: str = "spec", replace_old: bool = False,
+          console=None) -> JobResult:
     """``nerlab train``: one job, its own MLflow run, the model folder under the output folder.
 
     The output folder is the job's identity: one driver at a time, a finished job is not trained again
     (its result is returned), an interrupted one resumes from its last checkpoint, and a job whose spec
-    changed is refused unless ``replace_old`` archives the old folder.
+    changed is refused unless ``replace_old`` archives the old folder. ``console`` (a ``progress.Console``):
+    a header and one line per epoch, Ray's own output in ``OUTPUT/logs/train.log`` unless verbose; None
+    leaves output to Ray.
     """
     if workers is not None:
         spec = replace(spec, resources=replace(spec.resources, workers=workers))
@@ -203,6 +206,11 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
             done = None if again else _finished_job(uri, experiment, key, out)
             if done is not None:
                 return done
+        view = None
+        if console is not None:
+            from nerlab.platform.progress import showing_job
+
+            view = stack.enter_context(showing_job(console, spec))
         inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
         T.create_store(uri)  # once, under the lock, before a worker or a reader opens it
         saved.write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True, sort_keys=False))
@@ -210,8 +218,9 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
         run_id = run.info.run_id
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
+        callbacks = stack.enter_context(view.following()) if view is not None else []
         try:
-            result = run_job(spec, inputs, uri, run_id, str(out / "ray"), f"{spec.name}-{run_id[:8]}")
+            result = run_job(spec, inputs, uri, run_id, str(out / "ray"), f"{spec.name}-{run_id[:8]}", callbacks)
         except BaseException:
             client.set_terminated(run_id, status="FAILED")
             raise

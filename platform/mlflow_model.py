@@ -28,10 +28,11 @@ def signature():
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
-    inputs = Schema([ColSpec(DataType.string, "text", required=False),
-                     ColSpec(Array(DataType.string), "tokens", required=False)])
+    # no input schema: MLflow would enforce it before the model sees its input, dropping a list of sentences
+    # (an unknown column `0`) and handing over an empty frame; pyfunc_model.sentences_of checks the input instead
+    # (the input example shows its shape)
     outputs = Schema([ColSpec(Array(DataType.string), "tokens"), ColSpec(Array(DataType.string), "tags")])
-    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("batch_size", DataType.long, 32)]))
+    return ModelSignature(None, outputs, ParamSchema([ParamSpec("batch_size", DataType.long, 32)]))
 
 
 @contextlib.contextmanager

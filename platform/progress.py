@@ -1,7 +1,9 @@
-"""What a study shows on the terminal: a header, one line per trial that ends, and a status line.
+"""What a study shows on the terminal: a header, one line per trial that ends, and a status line; and what a
+training job (``nerlab train``) shows: a header and one line per epoch (the command prints the result).
 
 Quiet by default: while the study runs, everything else the process and its Ray children print (Tune's
-trial tables, the workers' logs relayed by Ray, progress bars, warnings) goes to ``OUTPUT/logs/study.log``.
+trial tables, the workers' logs relayed by Ray, progress bars, warnings) goes to ``OUTPUT/logs/study.log``
+(a training job's to ``OUTPUT/logs/train.log``).
 Both levels are redirected: Python's ``sys.stdout``/``sys.stderr`` and file descriptors 1 and 2, so that
 C++ logs of Ray and the processes Ray starts land in the file too. ``verbose`` leaves the output alone and
 adds only the trial lines.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,12 +24,15 @@ from pathlib import Path
 from typing import TextIO
 
 from ray import tune
+from ray.train import UserCallback
 
 from nerlab.models import names as N
+from nerlab.platform.run_spec import RunSpec
 from nerlab.platform.search_space import grid_size, trial_run_name, trial_run_spec
 from nerlab.platform.study_spec import StudySpec
 
 LOG_FILE = "logs/study.log"  # under the study's output folder
+TRAIN_LOG_FILE = "logs/train.log"  # under a training job's output folder
 
 
 @dataclass(frozen=True)
@@ -223,12 +229,22 @@ def _redirected(log: Path, keep_fd: int):
 
 
 @contextmanager
+def _console_stream(console: Console, log: Path):
+    """The stream a view writes to. Quiet: the terminal, while everything else the process and its children
+    print goes to ``log``; verbose: the process's own stdout (stderr), its output left alone."""
+    if console.verbose:
+        yield sys.stderr if console.to_stderr else sys.stdout
+    else:
+        with _redirected(log, 2 if console.to_stderr else 1) as term:
+            yield term
+
+
+@contextmanager
 def showing(console: Console, spec: StudySpec):
     """The live view of ``spec``'s study while the block runs; quiet unless ``console.verbose``."""
     global _VIEW
-    out = Path(spec.output)
-    log = out / LOG_FILE
-    with _redirected(log, 2 if console.to_stderr else 1) if not console.verbose else _plain(console) as stream:
+    log = Path(spec.output) / LOG_FILE
+    with _console_stream(console, log) as stream:
         view = View(stream, spec, console, None if console.verbose else log)
         view.header()
         _VIEW = view
@@ -239,6 +255,68 @@ def showing(console: Console, spec: StudySpec):
             view.close()
 
 
+class EpochReports(UserCallback):
+    """Rank 0's report of each epoch, from Ray Train's controller (where Train calls its callbacks, a process
+    of its own) to the driver's console, through a Ray queue."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if not metrics[0].get(N.TUNE_FINAL):  # the final report is the command's result line
+            self.queue.put(metrics[0])
+
+
+class JobView:
+    """What ``nerlab train`` shows while it trains: a header, then one line per epoch as rank 0 reports it."""
+
+    def __init__(self, stream: TextIO, spec: RunSpec, log: Path | None):
+        self.stream, self.spec, self.log = stream, spec, log
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def header(self) -> None:
+        s, r = self.spec, self.spec.resources
+        self._write(f"train {s.name}: {s.task}, {s.model.plm}, {r.workers} worker(s), {s.train.epochs} epochs; "
+                    f"output {s.output}")
+        if self.log is not None:
+            self._write(f"Ray's and the workers' output: {self.log} (--verbose shows it here)")
+
+    def epoch(self, m: dict) -> None:
+        secs = m[N.TUNE_EPOCH_SECONDS]
+        self._write(f"epoch {m[N.TUNE_EPOCH]}/{self.spec.train.epochs}  train loss {m[N.TUNE_TRAIN_LOSS]:.4f}  "
+                    f"val F1 {m[N.TUNE_VAL_F1]:.4f}  " + (f"{secs:.1f}s" if secs < 60 else _duration(secs)))
+
+    @contextmanager
+    def following(self):
+        """The Ray Train callbacks that bring each epoch's report here, printed as they come (Ray must be up)."""
+        from ray.util.queue import Queue
+
+        queue = Queue(actor_options={"num_cpus": 0})
+
+        def follow() -> None:
+            for m in iter(queue.get, None):  # None: the job has ended
+                self.epoch(m)
+
+        thread = threading.Thread(target=follow, name="nerlab-epochs", daemon=True)
+        thread.start()
+        try:
+            yield [EpochReports(queue)]
+        finally:
+            try:
+                queue.put(None)  # after every report the job made (a callback's put returns once it is queued)
+                thread.join(timeout=60)
+            finally:
+                queue.shutdown()
+
+
 @contextmanager
-def _plain(console: Console):
-    yield sys.stderr if console.to_stderr else sys.stdout
+def showing_job(console: Console, spec: RunSpec):
+    """The view of a training job while the block runs; quiet unless ``console.verbose``."""
+    log = Path(spec.output) / TRAIN_LOG_FILE
+    with _console_stream(console, log) as stream:
+        view = JobView(stream, spec, None if console.verbose else log)
+        view.header()
+        yield view

@@ -226,6 +226,16 @@ def check_model_files(folder: Path, where: str) -> None:
                             f"or truncated") from None
 
 
+def missing_file(path: Path) -> str:
+    """Why ``path`` cannot be read; for the WojoodNER corpus (in a folder named ``wojood``, as the specs in
+    ``experiments/`` expect it in the repository's git-ignored ``data/wojood/``), where it goes and whence."""
+    why = f"{path}: no such file"
+    if "wojood" in (p.lower() for p in path.parent.parts):
+        why += (f"; the WojoodNER 2023 corpus is not distributed with nerlab: obtain it from its authors and put "
+                f"its train.txt, val.txt and test.txt in {path.parent}/")
+    return why
+
+
 def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
     """Make data, PLM and output paths absolute (Ray moves each worker's working directory)."""
     def absolute(p: str | None, key: str, must_exist: bool = True) -> str | None:
@@ -233,7 +243,7 @@ def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
             return None
         q = (base / p).expanduser().resolve()
         if must_exist and not q.exists():
-            raise SpecError(f"{source}: {key}: {q}: no such file")
+            raise SpecError(f"{source}: {key}: {missing_file(q)}")
         return str(q)
 
     data = spec.data

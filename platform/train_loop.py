@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from nerlab.models.predict import assemble, predict_windows
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report, score
 from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
-from nerlab.models.training import BestEpoch, loss_sum, make_optimizer, seed_everything, train_batches, train_epoch, weights
+from nerlab.models.training import (BestEpoch, eval_batch_size, loss_sum, make_optimizer, seed_everything,
+                                    train_batches, train_epoch, weights)
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
@@ -95,14 +97,15 @@ class Worker:
         return self.tokenizer.pad_token_id
 
     def evaluate(self, sentences, windows) -> tuple[Report, list]:
-        """Score the whole set: every rank predicts windows[rank::world]; all ranks see all predictions."""
-        mine = list(range(self.rank, len(windows), self.world))
-        heads, flat = predict_windows(self.model, [windows[i] for i in mine], self.eval_batch_size, self.pad,
-                                      self.device, self.dtype)
-        parts = [(mine, heads, flat)]
+        """Score the whole set: every rank predicts its evaluation batches; all ranks see all predictions."""
+        heads, flat = predict_windows(self.model, windows, self.eval_batch_size, self.pad, self.device, self.dtype,
+                                      self.rank, self.world)
+        mine = [i for i, h in enumerate(heads) if h is not None]
+        part = (mine, [heads[i] for i in mine], [flat[i] for i in mine])
+        parts = [part]
         if self.world > 1:
             parts = [None] * self.world
-            dist.all_gather_object(parts, (mine, heads, flat))
+            dist.all_gather_object(parts, part)
         all_heads, all_flat = [None] * len(windows), [None] * len(windows)
         for idx, h, f in parts:
             for i, hh, ff in zip(idx, h, f):
@@ -113,9 +116,9 @@ class Worker:
         return score(sentences, pred, task), pred
 
     def val_loss(self, windows) -> float:
-        """Validation loss over the whole set: every rank sums windows[rank::world], the sums are added."""
-        total, n = loss_sum(self.model, windows[self.rank::self.world], self.eval_batch_size, self.pad, self.loss,
-                            self.job.spec.train, self.device, self.dtype)
+        """Validation loss over the whole set: every rank sums its evaluation batches, the sums are added."""
+        total, n = loss_sum(self.model, windows, self.eval_batch_size, self.pad, self.loss, self.job.spec.train,
+                            self.device, self.dtype, self.rank, self.world)
         sums = torch.tensor([total, n], dtype=torch.float64, device=self.device)  # NCCL reduces only GPU tensors
         if self.world > 1:
             dist.all_reduce(sums)
@@ -270,7 +273,8 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
     mark("worker.data_encoded")
     model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
     w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
-               cfg.batch_size * 2, job, loss=spec.loss.to_loss_config(), log=RankZeroLog(job) if rank == 0 else None,
+               eval_batch_size(cfg, spec.model.reference), job, loss=spec.loss.to_loss_config(),
+               log=RankZeroLog(job) if rank == 0 else None,
                session=session)
     try:
         lengths = [len(x) for x in train_w]
@@ -305,6 +309,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
             order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
             batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
             lr = w.sched.get_last_lr()[0]
+            started = time.perf_counter()
             mark("worker.epoch_start", epoch=epoch)
             stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
             mark("worker.epoch_trained", epoch=epoch)
@@ -319,7 +324,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
                 best = weights(model, "cpu")
             state.history.append(entry)
             mark("worker.epoch_scored", epoch=epoch)
-            _report_epoch(w, entry, state, best)
+            _report_epoch(w, entry, state, best, started)
             mark("worker.epoch_reported", epoch=epoch)
             if w.log:
                 w.log.epoch(entry)
@@ -331,8 +336,9 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
             w.log.close()
 
 
-def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -> None:
-    """Checkpoint (rank 0 writes) and report; every rank reports once per epoch."""
+def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None, started: float) -> None:
+    """Checkpoint (rank 0 writes) and report; every rank reports once per epoch (``started``: the epoch's start,
+    ``time.perf_counter``)."""
     metrics = {N.TUNE_EPOCH: entry["epoch"], N.TUNE_VAL_F1: entry["metrics"][N.VAL_F1],
                N.TUNE_TRAIN_LOSS: entry["metrics"][N.TRAIN_LOSS], N.TUNE_FINAL: False}
     with tempfile.TemporaryDirectory() as d:
@@ -340,6 +346,7 @@ def _report_epoch(w: Worker, entry: dict, state: LoopState, best: dict | None) -
         if w.rank == 0:
             folder = Path(d)
             w.save_checkpoint(folder, state, None if state.best_epoch == state.epoch else best)
+        metrics[N.TUNE_EPOCH_SECONDS] = time.perf_counter() - started
         w.session.report(metrics, folder)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 def cmd_train(args) -> int:
     from nerlab.platform.jobs import train
+    from nerlab.platform.progress import Console
     from nerlab.platform.run_spec import load_run_spec
 
     overrides = {}
@@ -17,7 +18,8 @@ def cmd_train(args) -> int:
     spec = load_run_spec(args.spec, overrides, smoke=args.smoke)
     if args.epochs is not None:
         spec = replace(spec, train=replace(spec.train, epochs=args.epochs))
-    result = train(spec, workers=args.workers, source=args.spec, replace_old=args.replace)
+    result = train(spec, workers=args.workers, source=args.spec, replace_old=args.replace,
+                   console=Console(verbose=args.verbose, to_stderr=args.json))
     if args.json:
         print(json.dumps(asdict(result), indent=2))
     else:
@@ -40,5 +42,7 @@ def register(sub) -> None:
     p.add_argument("--replace", action="store_true",
                    help="if the output folder holds a job with another spec, archive it (to "
                         "OUTPUT.archived-TIME, nothing is deleted) and train anew")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's and the workers' output on the terminal (else in OUTPUT/logs/train.log)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_train)

@@ -114,6 +114,7 @@ def check_model(output: Path, test_file: str, spec, device: str) -> dict:
     from nerlab.models.predict import assemble, predict_windows
     from nerlab.models.scoring import score
     from nerlab.models.tagger import MultiTaskTagger
+    from nerlab.models.training import eval_batch_size
     from nerlab.models.wojood import read_file
     from nerlab.platform.train_loop import _autocast_dtype
 
@@ -124,7 +125,8 @@ def check_model(output: Path, test_file: str, spec, device: str) -> dict:
         dtype = _autocast_dtype(spec.precision, dev)
         model, tokenizer = MultiTaskTagger.load(output / "model", device=dev)
         windows = encode(gold, tokenizer, model.schema, model.config.max_length)
-        heads, flat = predict_windows(model, windows, spec.train.batch_size * 2, tokenizer.pad_token_id, dev, dtype)
+        heads, flat = predict_windows(model, windows, eval_batch_size(spec.train, model.config.reference),
+                                      tokenizer.pad_token_id, dev, dtype)
         pred = assemble(gold, windows, heads, flat, model.schema, spec.task, model.config.flat_decoding)
         out[f"{where}_{str(dtype).removeprefix('torch.') if dtype else 'fp32'}"] = score(gold, pred, spec.task).micro.f1
     return out

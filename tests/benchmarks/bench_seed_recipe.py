@@ -36,8 +36,8 @@ from nerlab.models.encoding import encode, iter_batches
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
 from nerlab.models.tiny_plm import build_tiny_plm
-from nerlab.models.training import TrainConfig, evaluate, fit, loss_sum, make_optimizer, seed_everything, \
-    train_batches, train_epoch
+from nerlab.models.training import TrainConfig, eval_batch_size, evaluate, fit, loss_sum, make_optimizer, \
+    seed_everything, train_batches, train_epoch
 from nerlab.models.wojood import read_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +79,10 @@ def train_variant(name: str, lam: float, seed: int, data, args) -> dict:
     pad, cpu = tok.pad_token_id, torch.device("cpu")
     epochs = []
 
-    def log(epoch, stats, report):
-        total, n = loss_sum(model, windows["val"], 32, pad, loss, cfg, cpu)
-        test, _ = evaluate(model, splits["test"], windows["test"], "nested", 32, pad)
+    def log(epoch, stats, report):  # as the worker loop evaluates (the reference normalisation: file order, 16)
+        size = eval_batch_size(cfg, model.config.reference)
+        total, n = loss_sum(model, windows["val"], size, pad, loss, cfg, cpu)
+        test, _ = evaluate(model, splits["test"], windows["test"], "nested", size, pad)
         epochs.append({"epoch": epoch + 1, "val_f1": report.micro.f1, "val_loss": total / max(n, 1),
                        "test_f1": test.micro.f1, "train_seconds": stats.seconds})
 

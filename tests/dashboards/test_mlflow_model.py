@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -123,14 +124,30 @@ def test_mlflow_models_serve_answers_as_nerlab_predict(study, which, request, tm
                 pass
             assert time.monotonic() < deadline, "server did not come up: " + (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(1)
-        for records in ([{"text": " ".join(s)} for s in sentences], [{"tokens": s} for s in sentences]):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"dataframe_records": records}).encode(),
+        def invoke(body):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                answer = json.loads(r.read())["predictions"]
-            assert [a["tokens"] for a in answer] == sentences
-            assert [a["tags"] for a in answer] == want
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        texts = [" ".join(s) for s in sentences]
+        for body in ({"dataframe_records": [{"text": t} for t in texts]},
+                     {"dataframe_records": [{"tokens": s} for s in sentences]},
+                     {"inputs": texts},  # MLflow's usual shape for a model of text: a list of sentences
+                     {"inputs": {"text": texts}}):
+            status, answer = invoke(body)
+            assert status == 200, (body, answer)
+            assert [a["tokens"] for a in answer["predictions"]] == sentences
+            assert [a["tags"] for a in answer["predictions"]] == want
+        # any other shape: a 4xx that names the expected columns, never an empty answer
+        for body in ({"inputs": [1, 2]}, {"inputs": [s[:2] for s in sentences]}, {"inputs": texts[0]},
+                     {"dataframe_records": [{"sentence": t} for t in texts]}):
+            status, answer = invoke(body)
+            assert 400 <= status < 500, (body, status, answer)
+            assert "'text'" in answer["message"] and "'tokens'" in answer["message"], answer
     finally:
         mlflow_server.stop(server)  # the whole process group: mlflow, uvicorn and its workers
         log.close()

@@ -63,3 +63,28 @@ def test_pyfunc_predict_equals_predict(logged):
     for out in (by_text, by_tokens):
         assert [list(t) for t in out["tokens"]] == [s.tokens for s in want]
         assert [list(t) for t in out["tags"]] == [["|".join(t) for t in s.tags] for s in want]
+
+
+def test_pyfunc_takes_a_list_of_sentences_and_refuses_other_shapes(logged):
+    """A list (Series, array) of strings is raw sentences; a shape without text/tokens is an error that names
+    them, never an empty answer (MLflow's schema enforcement used to drop such input as an unknown column)."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    info, folder, uri, _, _, sentences, _ = logged
+    with process_tracking_uri(uri):
+        pyf = mlflow.pyfunc.load_model(info.model_uri)
+    model, tok = MultiTaskTagger.load(folder)
+    want = predict(model, tok, [Sentence(s.tokens) for s in sentences])
+    texts = [" ".join(s.tokens) for s in sentences]
+    for given in (texts, pd.Series(texts), np.array(texts), {"text": texts}, [{"text": t} for t in texts]):
+        out = pyf.predict(given)
+        assert [list(t) for t in out["tokens"]] == [s.tokens for s in want], type(given)
+        assert [list(t) for t in out["tags"]] == [["|".join(t) for t in s.tags] for s in want], type(given)
+    for bad in ([1, 2], [["a", "b"]], "one sentence", pd.DataFrame({"sentence": texts}), [{"txt": "a"}],
+                {"text": "a b"}, pd.DataFrame({"text": [1.5]})):
+        with pytest.raises(MlflowException) as e:
+            pyf.predict(bad)
+        assert "'text'" in e.value.message and "'tokens'" in e.value.message, bad

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -118,11 +120,51 @@ def test_bad_spec_exits_2_before_starting_anything(case, tmp_path, capsys, spec_
 
 # ---- fixtures that start Ray and run jobs ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_job(ray_2_cpus, tmp_path_factory, spec_file) -> tuple[RunSpec, JobResult]:
-    """A finished 2-worker job that nothing interrupted."""
+def tiny_job_run(tmp_path_factory, spec_file) -> tuple[RunSpec, subprocess.CompletedProcess]:
+    """A 2-worker job that nothing interrupted, run as users run it: ``nerlab train`` in a process of its own
+    (with its own Ray), its output captured."""
     folder = tmp_path_factory.mktemp("tiny-job")
-    spec = load_run_spec(spec_file(folder / "tiny-job.yaml", tiny_spec(folder, "tiny-job")))
-    return spec, train(spec)
+    path = spec_file(folder / "tiny-job.yaml", tiny_spec(folder, "tiny-job"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    p = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", "train", str(path)], cwd=folder, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return load_run_spec(path), p
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tiny_job_run) -> tuple[RunSpec, JobResult]:
+    """That job and its result (``train`` on its finished folder reads it back; nothing is trained again)."""
+    spec, _ = tiny_job_run
+    result = train(spec)
+    assert result.finished_before
+    return spec, result
+
+
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  train loss (\d+\.\d{4})  val F1 (\d\.\d{4})  \d+\.\ds$")
+
+
+def test_train_prints_a_header_a_line_per_epoch_and_the_result(tiny_job_run, tiny_job) -> None:
+    """The console of ``nerlab train``: a header, one line per epoch with the numbers the run logged, the result
+    line; Ray's and the workers' own output only in OUTPUT/logs/train.log."""
+    (spec, p), (_, result) = tiny_job_run, tiny_job
+    out = Path(spec.output)
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2 + EPOCHS + 1, p.stdout
+    assert lines[0] == f"train tiny-job: nested, tiny:2x32, 2 worker(s), {EPOCHS} epochs; output {out}"
+    assert lines[1] == f"Ray's and the workers' output: {out / 'logs/train.log'} (--verbose shows it here)"
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    loss, f1 = values(client, result.run_id, "train/loss"), values(client, result.run_id, "val/micro_f1")
+    epochs = [EPOCH_LINE.match(line) for line in lines[2:2 + EPOCHS]]
+    assert all(epochs), lines
+    assert [(int(m[1]), int(m[2]), m[3], m[4]) for m in epochs] == \
+        [(e + 1, EPOCHS, f"{loss[e]:.4f}", f"{f1[e]:.4f}") for e in range(EPOCHS)]
+    assert lines[-1] == (f"run {result.run_id}: val micro-F1 {result.val_f1:.4f}, test micro-F1 "
+                         f"{result.test_f1:.4f} (best epoch {result.best_epoch} of {EPOCHS}); model in {out / 'model'}")
+    assert p.stderr == ""
+    log = (out / "logs" / "train.log").read_text(errors="replace")
+    assert "Started a local Ray instance" in log and "(RayTrainWorker pid=" in log  # Ray's, and the workers'
+    assert "(TrainController pid=" in log and "Reporting training result" in log
 
 
 def test_job_logs_params_metrics_tags_and_artifacts(tiny_job) -> None:
@@ -196,7 +238,7 @@ def test_saved_model_reproduces_logged_test_f1(tiny_job, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["micro"]["f1"] == logged
 
 
-def test_validation_f1_of_2_workers_equals_1_process(tiny_job, tmp_path) -> None:
+def test_validation_f1_of_2_workers_equals_1_process(ray_2_cpus, tiny_job, tmp_path) -> None:
     """Sharded prediction + gather scores exactly what one process scores with the same weights."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -246,16 +288,20 @@ def test_validation_f1_of_2_workers_equals_1_process(tiny_job, tmp_path) -> None
     assert ranks[0]["f1"] == ranks[1]["f1"] == single.micro.f1 > 0
 
 
-def test_killed_worker_resumes_into_the_same_mlflow_run(tiny_job, tmp_path, spec_file) -> None:
+def test_killed_worker_resumes_into_the_same_mlflow_run(ray_2_cpus, tiny_job, tmp_path, spec_file,
+                                                        capfd) -> None:
     """SIGKILL a worker after epoch 1: the job resumes from its checkpoint, logs every epoch once into
-    its one MLflow run, and trains exactly as the same job did uninterrupted (``tiny_job``)."""
+    its one MLflow run, and trains exactly as the same job did uninterrupted (``tiny_job``). Its console is
+    verbose (``nerlab train --verbose``): the epoch lines and Ray's and the workers' output, as Ray prints it."""
+    from nerlab.platform.progress import Console
+
     spec = load_run_spec(spec_file(tmp_path / "killed-job.yaml", tiny_spec(tmp_path, "killed-job")))
     before = set(train_worker_pids("ALIVE")) | set(train_worker_pids("DEAD"))
     outcome: dict = {}
 
     def run() -> None:
         try:
-            outcome["result"] = train(spec)
+            outcome["result"] = train(spec, console=Console(verbose=True))
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             outcome["error"] = e
 
@@ -295,6 +341,14 @@ def test_killed_worker_resumes_into_the_same_mlflow_run(tiny_job, tmp_path, spec
         assert values(client, run_id, key) == values(ref_client, reference.run_id, key), key
     assert (result.val_f1, result.test_f1, result.best_epoch) == (reference.val_f1, reference.test_f1,
                                                                    reference.best_epoch)
+    shown = capfd.readouterr()
+    lines = shown.out.splitlines()
+    assert any(ln.startswith("train killed-job: nested, tiny:2x32, 2 worker(s)") for ln in lines), shown.out[:500]
+    assert "logs/train.log" not in shown.out  # verbose: no log file named, Ray's output is here
+    epochs = {int(m[1]) for m in map(EPOCH_LINE.match, lines) if m}
+    assert epochs == set(range(1, EPOCHS + 1)), shown.out[-3000:]
+    assert "(RayTrainWorker pid=" in shown.out + shown.err and "(TrainController pid=" in shown.out + shown.err
+    assert not (Path(spec.output) / "logs" / "train.log").exists()
 
 
 def values(client: MlflowClient, run_id: str, key: str) -> list[float]:

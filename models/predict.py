@@ -70,6 +70,22 @@ def predict_windows(model, windows: Sequence[Window], batch_size: int, pad_id: i
     return heads_out, flat_out
 
 
+def predict_sentences(model, sentences: Sequence[Sentence], windows: Sequence[Window], batch_size: int, pad_id: int,
+                      device: torch.device | str = "cpu", autocast_dtype=None, task: str | None = None,
+                      rank: int = 0, world: int = 1, gather=None) -> list[Sentence]:
+    """Every sentence tagged (as ``task``, default the model's): this rank predicts its evaluation batches,
+    ``gather`` (for ``world`` > 1) turns this rank's ``(window indices, heads, flat)`` into every rank's, and the
+    windows are stitched back into sentences. The one path of validation, test scoring and prediction."""
+    heads, flat = predict_windows(model, windows, batch_size, pad_id, device, autocast_dtype, rank, world)
+    if world > 1:
+        mine = [i for i, h in enumerate(heads) if h is not None]
+        for idx, hs, fs in gather((mine, [heads[i] for i in mine], [flat[i] for i in mine])):
+            for i, h, f in zip(idx, hs, fs):
+                heads[i], flat[i] = h, f
+    return assemble(sentences, windows, heads, flat, model.schema, task or model.schema.task,
+                    model.config.flat_decoding)
+
+
 def assemble(sentences: Sequence[Sentence], windows: Sequence[Window], heads_out, flat_out,
              schema: LabelSchema, task: str, flat_decoding: str = "heads") -> list[Sentence]:
     """Stitch window outputs back into whole sentences with predicted tags."""
@@ -98,7 +114,5 @@ def decode_words(sentence: Sentence, heads: np.ndarray, flat: np.ndarray, schema
 def predict(model, tokenizer, sentences: Sequence[Sentence], task: str | None = None, batch_size: int = 32,
             device: torch.device | str = "cpu", pieces: WordPieces | None = None) -> list[Sentence]:
     """Tag sentences with a trained tagger; every token gets a prediction, whatever the length."""
-    task = task or model.schema.task
     windows = encode(sentences, tokenizer, model.schema, model.config.max_length, pieces)
-    heads, flat = predict_windows(model, windows, batch_size, tokenizer.pad_token_id, device)
-    return assemble(sentences, windows, heads, flat, model.schema, task, model.config.flat_decoding)
+    return predict_sentences(model, sentences, windows, batch_size, tokenizer.pad_token_id, device, task=task)

@@ -17,8 +17,8 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from nerlab.losses import LossConfig, combined, multitask_loss
-from nerlab.models.encoding import Window, bucketed_batches, eval_batches, iter_batches, random_batches
-from nerlab.models.predict import assemble, predict_windows
+from nerlab.models.encoding import Window, bucketed_batches, eval_batches, iter_batches, random_batches, shard
+from nerlab.models.predict import predict_sentences
 from nerlab.models.schema import PAD_CLASS
 from nerlab.models.scoring import Report, score
 from nerlab.models.wojood import Sentence
@@ -226,10 +226,31 @@ def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, los
 
 
 def evaluate(model, sentences: Sequence[Sentence], windows: Sequence[Window], task: str, batch_size: int,
-             pad_id: int, device: torch.device | str = "cpu") -> tuple[Report, list[Sentence]]:
-    heads, flat = predict_windows(model, windows, batch_size, pad_id, device)
-    pred = assemble(sentences, windows, heads, flat, model.schema, task, model.config.flat_decoding)
+             pad_id: int, device: torch.device | str = "cpu", autocast_dtype=None, rank: int = 0, world: int = 1,
+             gather=None) -> tuple[Report, list[Sentence]]:
+    """The whole set scored: the predictions of every rank (``predict.predict_sentences``), then seqeval's."""
+    pred = predict_sentences(model, sentences, windows, batch_size, pad_id, device, autocast_dtype, task, rank, world,
+                             gather)
     return score(sentences, pred, task), pred
+
+
+def epoch_batches(lengths: Sequence[int], cfg: TrainConfig, epoch: int, rank: int = 0, world: int = 1
+                  ) -> list[list[int]]:
+    """Rank ``rank``'s training batches of ``epoch``: the same in every loop, on every resume."""
+    return shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
+
+
+def run_epoch(model, windows: Sequence[Window], epoch: int, opt, sched, loss: LossConfig, cfg: TrainConfig,
+              device: torch.device, pad_id: int, autocast_dtype=None, scaler: torch.amp.GradScaler | None = None,
+              rank: int = 0, world: int = 1) -> EpochStats:
+    """The epoch body of every training loop (a Ray Train worker, an inline trial, ``fit``). Dropout draws depend
+    on the epoch alone, as the batch order does, so a job resumed from a checkpoint trains exactly as an
+    uninterrupted one would."""
+    seed_everything(cfg.seed + epoch)
+    order = epoch_batches([len(w) for w in windows], cfg, epoch, rank, world)
+    heads = getattr(model, "module", model).schema.num_heads  # DDP wraps the tagger in .module
+    batches = (b for _, b in iter_batches(windows, order, pad_id, heads))
+    return train_epoch(model, batches, opt, sched, loss, cfg, device, autocast_dtype, scaler=scaler)
 
 
 def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sentence], val: Sequence[Window],
@@ -241,14 +262,11 @@ def fit(model, tokenizer, train: Sequence[Window], val_sentences: Sequence[Sente
     model.to(device)
     pad = tokenizer.pad_token_id
     lengths = [len(w) for w in train]
-    steps = sum(len(train_batches(lengths, cfg, cfg.seed + e)) for e in range(cfg.epochs))
-    opt, sched = make_optimizer(model, cfg, steps)
+    opt, sched = make_optimizer(model, cfg, len(epoch_batches(lengths, cfg, 0)) * cfg.epochs)
+    eval_size = eval_batch_size(cfg, model.config.reference)
     history, best, state = [], BestEpoch(), None
-    for epoch in range(cfg.epochs):
-        order = train_batches(lengths, cfg, cfg.seed + epoch)
-        batches = (b for _, b in iter_batches(train, order, pad, model.schema.num_heads))
-        stats = train_epoch(model, batches, opt, sched, loss, cfg, device)
-        eval_size = eval_batch_size(cfg, model.config.reference)
+    for epoch in range(1, cfg.epochs + 1):
+        stats = run_epoch(model, train, epoch, opt, sched, loss, cfg, device, pad)
         report, _ = evaluate(model, val_sentences, val, task, eval_size, pad, device)
         entry = {"epoch": epoch, "loss": stats.loss, "val_f1": report.micro.f1,
                  "tokens_per_second": stats.tokens_per_second}

@@ -28,13 +28,12 @@ from safetensors.torch import load_file, save_file, save_model
 
 from nerlab.losses import LossConfig
 from nerlab.models import names as N
-from nerlab.models.encoding import WordPieces, encode, iter_batches, shard
-from nerlab.models.predict import assemble, predict_windows
+from nerlab.models.encoding import WordPieces, encode
 from nerlab.models.schema import LabelSchema
-from nerlab.models.scoring import Report, score
+from nerlab.models.scoring import Report
 from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
-from nerlab.models.training import (BestEpoch, eval_batch_size, loss_sum, make_optimizer, seed_everything,
-                                    train_batches, train_epoch, weights)
+from nerlab.models.training import (BestEpoch, epoch_batches, eval_batch_size, evaluate, loss_sum, make_optimizer,
+                                    run_epoch, seed_everything, weights)
 from nerlab.models.wojood import format_sentences, read_file
 from nerlab.platform import tracking as T
 from nerlab.platform.run_spec import RunSpec
@@ -98,22 +97,8 @@ class Worker:
 
     def evaluate(self, sentences, windows) -> tuple[Report, list]:
         """Score the whole set: every rank predicts its evaluation batches; all ranks see all predictions."""
-        heads, flat = predict_windows(self.model, windows, self.eval_batch_size, self.pad, self.device, self.dtype,
-                                      self.rank, self.world)
-        mine = [i for i, h in enumerate(heads) if h is not None]
-        part = (mine, [heads[i] for i in mine], [flat[i] for i in mine])
-        parts = [part]
-        if self.world > 1:
-            parts = [None] * self.world
-            dist.all_gather_object(parts, part)
-        all_heads, all_flat = [None] * len(windows), [None] * len(windows)
-        for idx, h, f in parts:
-            for i, hh, ff in zip(idx, h, f):
-                all_heads[i], all_flat[i] = hh, ff
-        task = self.model.schema.task
-        pred = assemble(sentences, windows, all_heads, all_flat, self.model.schema, task,
-                        self.model.config.flat_decoding)
-        return score(sentences, pred, task), pred
+        return evaluate(self.model, sentences, windows, self.model.schema.task, self.eval_batch_size, self.pad,
+                        self.device, self.dtype, self.rank, self.world, gather=_all_gather)
 
     def val_loss(self, windows) -> float:
         """Validation loss over the whole set: every rank sums its evaluation batches, the sums are added."""
@@ -141,6 +126,13 @@ class Worker:
             self.scaler.load_state_dict(optim["scaler"])
         best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
         return LoopState(**json.loads((folder / STATE_FILE).read_text())), best
+
+
+def _all_gather(part) -> list:
+    """Every rank's ``part``, in rank order."""
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    return parts
 
 
 def _corpus(path: str, task: str, tokenizer, tok_key: str, schema: LabelSchema, max_length: int):
@@ -277,8 +269,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
                log=RankZeroLog(job) if rank == 0 else None,
                session=session)
     try:
-        lengths = [len(x) for x in train_w]
-        steps_per_epoch = len(shard(train_batches(lengths, cfg, cfg.seed), rank, world, even=True))
+        steps_per_epoch = len(epoch_batches([len(x) for x in train_w], cfg, 0, rank, world))
         w.opt, w.sched = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
         w.scaler = _grad_scaler(w.dtype, device)
         mark("worker.model_built")
@@ -303,15 +294,11 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
 
         while not state.stopped and state.epoch < cfg.epochs:
             epoch = state.epoch + 1
-            # Dropout draws depend on the epoch alone, as the batch order does, so a job resumed from a
-            # checkpoint trains exactly as an uninterrupted one would.
-            seed_everything(cfg.seed + epoch)
-            order = shard(train_batches(lengths, cfg, cfg.seed + epoch), rank, world, even=True)
-            batches = (b for _, b in iter_batches(train_w, order, w.pad, schema.num_heads))
             lr = w.sched.get_last_lr()[0]
             started = time.perf_counter()
             mark("worker.epoch_start", epoch=epoch)
-            stats = train_epoch(ddp, batches, w.opt, w.sched, w.loss, cfg, device, w.dtype, scaler=w.scaler)
+            stats = run_epoch(ddp, train_w, epoch, w.opt, w.sched, w.loss, cfg, device, w.pad, w.dtype, w.scaler,
+                              rank, world)
             mark("worker.epoch_trained", epoch=epoch)
             tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=device)
             if world > 1:

@@ -23,11 +23,9 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -111,10 +109,8 @@ def check_model(output: Path, test_file: str, spec, device: str) -> dict:
     import torch
 
     from nerlab.models.encoding import encode
-    from nerlab.models.predict import assemble, predict_windows
-    from nerlab.models.scoring import score
     from nerlab.models.tagger import MultiTaskTagger
-    from nerlab.models.training import eval_batch_size
+    from nerlab.models.training import eval_batch_size, evaluate
     from nerlab.models.wojood import read_file
     from nerlab.platform.train_loop import _autocast_dtype
 
@@ -125,10 +121,9 @@ def check_model(output: Path, test_file: str, spec, device: str) -> dict:
         dtype = _autocast_dtype(spec.precision, dev)
         model, tokenizer = MultiTaskTagger.load(output / "model", device=dev)
         windows = encode(gold, tokenizer, model.schema, model.config.max_length)
-        heads, flat = predict_windows(model, windows, eval_batch_size(spec.train, model.config.reference),
-                                      tokenizer.pad_token_id, dev, dtype)
-        pred = assemble(gold, windows, heads, flat, model.schema, spec.task, model.config.flat_decoding)
-        out[f"{where}_{str(dtype).removeprefix('torch.') if dtype else 'fp32'}"] = score(gold, pred, spec.task).micro.f1
+        report, _ = evaluate(model, gold, windows, spec.task, eval_batch_size(spec.train, model.config.reference),
+                             tokenizer.pad_token_id, dev, dtype)
+        out[f"{where}_{str(dtype).removeprefix('torch.') if dtype else 'fp32'}"] = report.micro.f1
     return out
 
 

@@ -204,9 +204,37 @@ def test_every_experiment_spec_runs_in_smoke_mode(spec, tmp_path, ray_2_cpus):
     """In-process, sharing one Ray: a spec that does not run is a bug."""
     from nerlab.platform.cli import main
 
-    verb = ["study", "run"] if "search" in yaml.safe_load(spec.read_text()) else ["train"]
+    data = yaml.safe_load(spec.read_text())
+    verb = ["study", "run"] if "search" in data else ["train"]
     assert main([*verb, str(spec), "--smoke", "--output", str(tmp_path / "out")]) == 0
     if verb[0] == "study":
-        name = yaml.safe_load(spec.read_text())["name"] + "-smoke"
-        _, _, trials = trial_runs(tmp_path / "out-smoke", name)
+        _, _, trials = trial_runs(tmp_path / "out-smoke", data["name"] + "-smoke")
         assert len(trials) == 1 and trials[0].info.status == "FINISHED"
+        if data.get("model", {}).get("normalisation") == "reference":
+            check_reference_validation_loss(trials[0], tmp_path / "out-smoke", tmp_path / "model")
+
+
+def check_reference_validation_loss(run, out: Path, folder: Path) -> None:
+    """The reference normalisation's validation loss (the one-epoch trial's: its saved weights) is the mean over
+    file-order batches of train.batch_size of the summed task losses, as the reference system computed it."""
+    import torch
+
+    from nerlab.losses import LossConfig
+    from nerlab.models.encoding import collate, encode
+    from nerlab.models.tagger import MultiTaskTagger
+    from nerlab.models.training import task_losses
+    from nerlab.models.wojood import read_file
+    from nerlab.platform.stores import fetch_model
+
+    p = run.data.params
+    assert p["train.epochs"] == "1" and p["model.normalisation"] == "reference"
+    model, tok = MultiTaskTagger.load(fetch_model(f"runs:/{run.info.run_id}/tagger", f"sqlite:///{out / 'mlflow.db'}",
+                                                  folder))
+    windows = encode(read_file(p["inputs.val"], task=p["task"]), tok, model.schema, model.config.max_length)
+    size, loss = int(p["train.batch_size"]), LossConfig.preset(run.data.tags["loss"])  # the trial's loss preset
+    total, batches = torch.zeros(()), list(range(0, len(windows), size))  # file order, chunked by hand
+    with torch.no_grad():
+        for i in batches:
+            batch = collate(windows[i:i + size], tok.pad_token_id, model.schema.num_heads)
+            total += task_losses(model, batch, loss, torch.device("cpu")).sum()
+    assert run.data.metrics["val/loss"] == pytest.approx(float(total) / len(batches), rel=1e-5)

@@ -24,9 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from nerlab.dashboards.leaderboard import (
-    TEST, VAL, higher_is_better, in_config, leaderboard_frame, metric_key, quiet_downloads, trial_frame,
+    TEST, VAL, higher_is_better, in_config, leaderboard_frame, metric_key, trial_frame,
 )
-from nerlab.dashboards.runs import gold_file, run_file
+from nerlab.dashboards.runs import gold_file, quiet_downloads, run_file
 from nerlab.models import names as N
 from nerlab.models.scoring import check_aligned, sentence_spans
 from nerlab.models.wojood import Sentence, read_file

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nerlab.dashboards.leaderboard import in_config, quiet_downloads
+from nerlab.dashboards.leaderboard import in_config
+from nerlab.dashboards.runs import quiet_downloads
 from nerlab.dashboards.runs import run_file
 from nerlab.models import names as N
 

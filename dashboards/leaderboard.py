@@ -11,8 +11,6 @@ variance-penalty weight λ and any other searched axis (learning rate, batch siz
 from __future__ import annotations
 
 import math
-import os
-from contextlib import contextmanager
 
 import pandas as pd
 
@@ -38,21 +36,6 @@ def higher_is_better(metric: str) -> bool:
     """F1, precision, recall, throughput: higher is better; a loss or a time: lower is better."""
     key = metric_key(metric)
     return not ("loss" in key or key.endswith(("seconds", "_s")))
-
-
-@contextmanager
-def quiet_downloads():
-    """No MLflow progress bars while artifacts are downloaded (restores the setting afterwards)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
 
 
 def _number(text: str | None):
@@ -103,7 +86,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
         workers = float(p.get("resources.workers", "1"))
         device = _device(r)
         per_worker = float(p.get("resources.gpus_per_worker" if device == "gpu" else "resources.cpus_per_worker", "1"))
-        row = {  # every trial run carries these tags (platform/jobs.py open_run, platform/study.py)
+        row = {  # every trial run carries these tags (platform/training/job.py open_run, platform/studies/driver.py)
             "run_id": r.info.run_id, "trial": t.get(N.TRIAL_TAG), "status": r.info.status,
             "plm": t.get(N.PLM_TAG), "loss": t.get(N.LOSS_TAG), "penalty": float(t.get(N.PENALTY_TAG, math.nan)),
             "seed": int(t.get(N.SEED_TAG, 0)),

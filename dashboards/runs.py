@@ -124,6 +124,21 @@ def gold_file(client, parent_run_id: str, run_id: str, split: str, tmp: Path) ->
 
 
 @contextmanager
+def quiet_downloads():
+    """No MLflow progress bars while artifacts are downloaded (restores the setting afterwards)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+@contextmanager
 def process_tracking_uri(uri: str):
     """Point MLflow's process-wide tracking URI at ``uri`` for a call that ignores the client's (a logged
     model's ``models:/ID`` or ``runs:/ID/NAME``), then put it back. MLflow's own ``_use_tracking_uri``

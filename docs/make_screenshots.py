@@ -18,8 +18,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from nerlab.platform import mlflow_server
-from nerlab.platform.stores import resolve_study
+from nerlab.platform.tracking import server as mlflow_server
+from nerlab.platform.tracking.stores import resolve_study
 
 
 def quiet(driver, training_mode: bool = False) -> None:

@@ -1,6 +1,6 @@
 """The training step, the optimiser, best-epoch selection, and a plain single-process training loop.
 
-The distributed worker loop (platform/train_loop.py) reuses ``make_optimizer``, ``train_epoch`` and
+The distributed worker loop (platform/training/worker.py) reuses ``make_optimizer``, ``train_epoch`` and
 ``BestEpoch``; ``fit`` is the in-process loop used by tests and benchmarks.
 """
 

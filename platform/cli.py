@@ -10,7 +10,7 @@ import sys
 
 from nerlab.models.wojood import DataError
 from nerlab.platform.commands import register
-from nerlab.platform.typed import SpecError, UsageError, redact
+from nerlab.platform.errors import SpecError, UsageError, redact
 
 BAD_INPUT = (UsageError, DataError, SpecError, FileNotFoundError)
 

@@ -64,7 +64,7 @@ def _local_ray(**kwargs):
     processes it starts) leave with it instead of reaching later tests."""
     import ray
 
-    from nerlab.platform.jobs import connect_ray
+    from nerlab.platform.training.job import connect_ray
 
     before = dict(os.environ)
     with pytest.MonkeyPatch.context() as mp:

@@ -2,8 +2,8 @@
 
 import argparse
 
-from nerlab.platform.paths import writable_file, writable_folder
-from nerlab.platform.typed import SpecError
+from nerlab.platform.specs.paths import writable_file, writable_folder
+from nerlab.platform.errors import SpecError
 
 
 def register(sub) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nerlab.platform.typed import UsageError
+from nerlab.platform.errors import UsageError
 
 
 def _print(obj, as_json: bool, text: str) -> None:

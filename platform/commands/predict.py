@@ -13,7 +13,7 @@ def cmd_predict(args) -> int:
     from nerlab.models.ensemble import load_predictor
     from nerlab.models.scoring import sentence_spans
     from nerlab.models.wojood import read_input, write_file
-    from nerlab.platform.stores import fetch_model, registry_uri
+    from nerlab.platform.tracking.stores import fetch_model, registry_uri
 
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"{args.input}: no such file (--input)")

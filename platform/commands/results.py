@@ -1,7 +1,7 @@
 """``nerlab leaderboard|report|select``: a study's results, read from MLflow, that people can see and act on.
 
 The study is named by its output folder, its name under ./runs, or its name with ``--tracking-uri``
-(``platform/stores.py`` finds it).
+(``platform/tracking/stores.py`` finds it).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from nerlab.models import names as N
-from nerlab.platform.paths import writable_folder
-from nerlab.platform.stores import resolve_study
-from nerlab.platform.typed import UsageError
+from nerlab.platform.specs.paths import writable_folder
+from nerlab.platform.tracking.stores import resolve_study
+from nerlab.platform.errors import UsageError
 
 
 def _clean(obj):
@@ -112,7 +112,7 @@ def _print_registered(r: dict | None) -> None:
 
 
 def _select_ensemble(args, ref) -> int:
-    from nerlab.platform import ensemble as E
+    from nerlab.platform.studies import top_k_ensemble as E
 
     result, _ = E.build(ref, args.ensemble, metric=args.metric, gold={"val": args.gold, "test": args.gold_test},
                         samples=args.samples, seed=args.seed, log=not args.dry_run)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nerlab.models import names as N
+
 
 def cmd_run(args) -> int:
-    from nerlab.platform.study import run_study
-    from nerlab.platform.study_spec import load_study_spec
+    from nerlab.platform.studies.driver import run_study
+    from nerlab.platform.specs.study import load_study_spec
 
     spec = load_study_spec(args.spec, smoke_mode=args.smoke, output=args.output)
     summary = _with_report(run_study(spec, source=args.spec, replace_old=args.replace, console=_console(args)))
@@ -17,7 +19,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from nerlab.platform.study import load_saved_study, run_study
+    from nerlab.platform.studies.driver import load_saved_study, run_study
 
     spec = load_saved_study(args.study)
     summary = _with_report(run_study(spec, source=str(Path(spec.output) / N.STUDY_FILE), console=_console(args)))
@@ -26,13 +28,13 @@ def cmd_resume(args) -> int:
 
 
 def _console(args):
-    from nerlab.platform.progress import Console
+    from nerlab.platform.studies.live_view import Console
 
     return Console(verbose=args.verbose, to_stderr=args.json)
 
 
 def cmd_status(args) -> int:
-    from nerlab.platform.study_state import load_saved_study, study_status
+    from nerlab.platform.studies.state import load_saved_study, study_status
 
     st = study_status(load_saved_study(args.study))
     if args.json:
@@ -56,8 +58,7 @@ def _with_report(summary: dict) -> dict:
     import logging
 
     from nerlab.dashboards.report import build_report
-    from nerlab.models import names as N
-    from nerlab.platform.stores import resolve_study
+    from nerlab.platform.tracking.stores import resolve_study
 
     try:
         ref = resolve_study(summary["output"])

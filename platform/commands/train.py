@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 def cmd_train(args) -> int:
-    from nerlab.platform.jobs import train
-    from nerlab.platform.progress import Console
-    from nerlab.platform.run_spec import load_run_spec
+    from nerlab.platform.training.job import train
+    from nerlab.platform.studies.live_view import Console
+    from nerlab.platform.specs.run import load_run_spec
 
     overrides = {}
     if args.output:

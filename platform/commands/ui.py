@@ -5,9 +5,9 @@ from __future__ import annotations
 
 def cmd_ui(args) -> int:
     """The MLflow UI over a study's (or any) store, on 127.0.0.1 unless --host says otherwise."""
-    from nerlab.platform import mlflow_server
-    from nerlab.platform.stores import client, store_uri, study_store
-    from nerlab.platform.typed import redact
+    from nerlab.platform.tracking import server as mlflow_server
+    from nerlab.platform.tracking.stores import client, store_uri, study_store
+    from nerlab.platform.errors import redact
 
     if args.store:
         uri, exp_path = store_uri(args.store), ""

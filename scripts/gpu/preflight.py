@@ -23,8 +23,8 @@ from pathlib import Path
 
 MODULES = ("ray", "ray.train", "ray.tune", "ray.tune.search.optuna", "mlflow", "optuna", "seqeval.metrics",
            "nerlab.platform.cli",
-           "nerlab.platform.mlflow_server")
-NEEDS_TORCH = ("ray.train.torch", "nerlab.platform.run_spec", "nerlab.platform.jobs", "nerlab.platform.study")
+           "nerlab.platform.tracking.server")
+NEEDS_TORCH = ("ray.train.torch", "nerlab.platform.specs.run", "nerlab.platform.training.job", "nerlab.platform.studies.driver")
 MANIFEST = Path(os.environ.get("NERLAB_WHEEL_STORE", "/tmp/nerlab-wheels")) / "parts" / "MANIFEST.json"
 
 
@@ -50,7 +50,7 @@ def version_conflicts(manifest: Path) -> list[str]:
 def boot() -> dict:
     import ray
 
-    from nerlab.platform import mlflow_server
+    from nerlab.platform.tracking import server as mlflow_server
 
     t = time.perf_counter()
     ray.init(num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)

@@ -50,8 +50,8 @@ def load_bench(name: str):
 def write_spec(work: Path, smoke: bool) -> tuple[Path, dict]:
     """The run spec with its data prepared and the PLM folder built here (bert-base's 12 heads of 64)."""
     from nerlab.models.tiny_plm import build_tiny_plm
-    from nerlab.platform.prepare import prepare_data
-    from nerlab.platform.run_spec import load_run_spec
+    from nerlab.platform.training.inputs import prepare_data
+    from nerlab.platform.specs.run import load_run_spec
 
     raw = yaml.safe_load(SPEC.read_text())
     if smoke:
@@ -112,7 +112,7 @@ def check_model(output: Path, test_file: str, spec, device: str) -> dict:
     from nerlab.models.tagger import MultiTaskTagger
     from nerlab.models.training import eval_batch_size, evaluate
     from nerlab.models.wojood import read_file
-    from nerlab.platform.train_loop import _autocast_dtype
+    from nerlab.platform.training.worker import _autocast_dtype
 
     gold = read_file(test_file, task=spec.task)
     out = {}
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from mlflow.tracking import MlflowClient
 
-    from nerlab.platform.run_spec import load_run_spec
+    from nerlab.platform.specs.run import load_run_spec
 
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():

@@ -1,8 +1,8 @@
 """Benchmark: how the results verbs grow with a study's trials (time and peak memory).
 
 Builds, per size N, a study folder whose SQLite MLflow store holds a grid study's parent run and N trial
-child runs, logged synthetically through the MLflow client as a study writes them (``platform/jobs.py``
-``open_run``, ``platform/study.py``): tags plm/loss/penalty/seed/task, ``nerlab.trial``, ``nerlab.study``,
+child runs, logged synthetically through the MLflow client as a study writes them (``platform/training/job.py``
+``open_run``, ``platform/studies/driver.py``): tags plm/loss/penalty/seed/task, ``nerlab.trial``, ``nerlab.study``,
 ``mlflow.parentRunId``; params ``trial.*``, ``resources.*``; per-epoch metrics for 5 epochs; and, for a
 finished trial, the final best/val/micro_f1, test/micro_f1, best_epoch, its val report and val predictions
 (a third of the trials are stopped early by "ASHA": epochs 1-2 only, no final metrics, no artifacts). The
@@ -54,9 +54,9 @@ def build_store(folder: Path, n: int, seed: int = 0) -> float:
 
     from nerlab.models import names as N
     from nerlab.models.synth import write_corpus
-    from nerlab.platform import tracking as T
-    from nerlab.platform.study_spec import StudySpec
-    from nerlab.platform.typed import from_dict
+    from nerlab.platform.tracking import runs as T
+    from nerlab.platform.specs.study import StudySpec
+    from nerlab.platform.specs.loader import from_dict
 
     seeds = list(range(3407, 3407 + max(1, n // (len(PLMS) * len(LOSSES) * len(PENALTIES)))))
     name = folder.name

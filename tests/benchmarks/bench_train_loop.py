@@ -85,7 +85,7 @@ def plain_loop(spec_path: Path, threads: int, device: str = "cpu", train_file: s
     """Tokens/s per epoch of the worker loop's training part, in this process, without Ray.
 
     Same model, data, optimiser, schedule, batches (the same seeds and sharding for one worker) and
-    precision (autocast as the spec's ``precision`` gives on ``device``) as platform/train_loop.py, so the
+    precision (autocast as the spec's ``precision`` gives on ``device``) as platform/training/worker.py, so the
     two differ only in what Ray adds around them. ``train_file``/``plm``: the prepared files of a spec
     whose data is synthetic or whose PLM is built on the fly.
     """
@@ -97,8 +97,8 @@ def plain_loop(spec_path: Path, threads: int, device: str = "cpu", train_file: s
     from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
     from nerlab.models.training import make_optimizer, seed_everything, train_epoch
     from nerlab.models.wojood import read_file
-    from nerlab.platform.run_spec import load_run_spec
-    from nerlab.platform.train_loop import _autocast_dtype
+    from nerlab.platform.specs.run import load_run_spec
+    from nerlab.platform.training.worker import _autocast_dtype
 
     spec = load_run_spec(spec_path)
     cfg, plm = spec.train, plm or spec.model.plm
@@ -130,8 +130,8 @@ def ray_job(spec_path: Path) -> dict:
     """Run a job as ``nerlab train`` does; its wall time and its per-epoch MLflow metrics."""
     from mlflow.tracking import MlflowClient
 
-    from nerlab.platform.jobs import train
-    from nerlab.platform.run_spec import load_run_spec
+    from nerlab.platform.training.job import train
+    from nerlab.platform.specs.run import load_run_spec
 
     spec = load_run_spec(spec_path)
     start = time.perf_counter()
@@ -154,7 +154,7 @@ def steady(per_epoch: list[float]) -> float:
 def run(setup: Setup, data: Path, out: Path) -> dict:
     import transformers
 
-    from nerlab.platform.jobs import connect_ray
+    from nerlab.platform.training.job import connect_ray
 
     transformers.logging.set_verbosity_error()
     cpus = os.cpu_count() or 1

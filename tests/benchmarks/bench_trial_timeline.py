@@ -4,7 +4,7 @@ Runs, for each way a one-worker trial can run (``resources.single_worker``: ``in
 one grid study of ``--trials`` 1-epoch trials one at a time, as a user runs it (``nerlab study run SPEC
 --json`` in a subprocess, local Ray, SQLite MLflow store behind a local server, the synthetic corpus and
 tiny BERT of ``bench_study.py``) with ``NERLAB_TIMELINE`` set: the study driver, each trial and the Train
-workers append a timestamp per phase (``nerlab/platform/timeline.py``). Trials run one after another, so
+workers append a timestamp per phase (``nerlab/platform/training/timeline.py``). Trials run one after another, so
 the marks split into trials at each ``trial.start``. Per mode it prints the phases of the first trial
 (cold: a new process) and the median of the later ones (warm: inline trials reuse their process), and
 the issue's two fixed costs: trial start -> first training step, and last epoch logged -> Tune holding

@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def system_metrics_stop(rounds: int) -> list[float]:
-    from nerlab.platform.system_metrics import SystemMetrics
+    from nerlab.platform.training.system_metrics import SystemMetrics
 
     out = []
     for _ in range(rounds):
@@ -39,7 +39,8 @@ def system_metrics_stop(rounds: int) -> list[float]:
 def dead_lease_takeover(rounds: int) -> list[float]:
     from mlflow.tracking import MlflowClient
 
-    from nerlab.platform import mlflow_server, ownership
+    from nerlab.platform.studies import ownership
+    from nerlab.platform.tracking import server as mlflow_server
 
     out = []
     with tempfile.TemporaryDirectory() as d:
@@ -49,7 +50,7 @@ def dead_lease_takeover(rounds: int) -> list[float]:
                 code = textwrap.dedent(f"""
                     import time
                     from mlflow.tracking import MlflowClient
-                    from nerlab.platform.ownership import ServerLease
+                    from nerlab.platform.studies.ownership import ServerLease
                     with ServerLease(MlflowClient({url!r}), "bench/{i}", "bench"):
                         print("held", flush=True)
                         time.sleep(600)
@@ -72,7 +73,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rounds = 1 if args.smoke else 5
-    from nerlab.platform import ownership
+    from nerlab.platform.studies import ownership
 
     figures = {"system_metrics_stop_s": system_metrics_stop(rounds), "dead_lease_takeover_s": dead_lease_takeover(rounds),
                "stale_s": ownership.STALE_S}

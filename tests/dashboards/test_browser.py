@@ -41,7 +41,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def mlflow_ui(study, tmp_path_factory):
-    from nerlab.platform import mlflow_server
+    from nerlab.platform.tracking import server as mlflow_server
 
     log = tmp_path_factory.mktemp("ui") / "mlflow-server.log"
     proc, url = mlflow_server.start(study.uri, None, log_file=log)

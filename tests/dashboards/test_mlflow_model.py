@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nerlab.models import names as N
-from nerlab.platform import mlflow_server
+from nerlab.platform.tracking import server as mlflow_server
 from nerlab.platform.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test may run the session's study

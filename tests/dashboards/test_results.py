@@ -135,7 +135,7 @@ def test_select_registers_the_best_trial_as_champion(study, champion, tmp_path):
     assert (got / "MLmodel").is_file()
     got = got / "artifacts" / "model"
     # the trial's weights are stored once, in its own MLflow Model (runs:/ID/model resolves to it)
-    from nerlab.platform.stores import fetch_model
+    from nerlab.platform.tracking.stores import fetch_model
 
     logged = fetch_model(f"runs:/{best_run.info.run_id}/model", study.uri, tmp_path / "run")
     assert not client.list_artifacts(best_run.info.run_id, "model")
@@ -295,8 +295,8 @@ def test_ui_serves_a_study_on_loopback(study, listening, tmp_path):
 
     import psutil
 
-    from nerlab.platform.mlflow_server import free_port
-    from nerlab.platform.stores import store_uri
+    from nerlab.platform.tracking.server import free_port
+    from nerlab.platform.tracking.stores import store_uri
 
     port = free_port()
     cmd = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "ui", str(study.out), "--port", str(port)],

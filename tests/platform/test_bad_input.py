@@ -32,7 +32,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from nerlab.platform import mlflow_server
+from nerlab.platform.tracking import server as mlflow_server
 from nerlab.platform.cli import main as cli_main
 
 DELETE = object()  # a spec change that removes the key
@@ -517,8 +517,8 @@ def test_every_verb_refuses_an_unknown_option(cli_verbs, tmp_path, tripwires, ca
 def test_base_specs_are_valid(tmp_path, tripwires) -> None:
     """Each case breaks one thing in these specs, so they must themselves pass validation."""
     from nerlab.models.wojood import WOJOOD_TYPES, read_file
-    from nerlab.platform.run_spec import load_run_spec
-    from nerlab.platform.study_spec import load_study_spec
+    from nerlab.platform.specs.run import load_run_spec
+    from nerlab.platform.specs.study import load_study_spec
 
     run = load_run_spec(spec_file(tmp_path, base_run, {}))
     assert run.model.plm == "tiny:2x32" and run.output == str(tmp_path / "out")

@@ -20,7 +20,7 @@ from nerlab.models.schema import BIO, LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
 from nerlab.models.training import TrainConfig, eval_batch_size, task_losses
 from nerlab.models.wojood import Sentence
-from nerlab.platform.train_loop import Worker
+from nerlab.platform.training.worker import Worker
 
 SCHEMA = LabelSchema(("ORG", "PERS"), "nested")
 PAD, CLS, SEP = 0, 2, 3

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from nerlab.platform.cli import UsageError
-from nerlab.platform.jobs import check_fits, use_gpu
-from nerlab.platform.run_spec import Resources, RunSpec, load_run_spec
-from nerlab.platform.study_spec import StudyResources, load_study_spec
-from nerlab.platform.train_loop import _autocast_dtype, _grad_scaler
+from nerlab.platform.training.job import check_fits, use_gpu
+from nerlab.platform.specs.run import Resources, RunSpec, load_run_spec
+from nerlab.platform.specs.study import StudyResources, load_study_spec
+from nerlab.platform.training.worker import _autocast_dtype, _grad_scaler
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_SPECS = ROOT / "scripts" / "gpu"
@@ -155,8 +155,8 @@ def test_gpu_study_spec_shares_one_gpu_between_four_trials() -> None:
                                              (False, 0.25, {"CPU": 2})])
 def test_trainer_asks_ray_for_the_spec_gpu_share(use, gpus, want, tmp_path) -> None:
     """What Ray Train is asked for (the trainer is only built: nothing starts)."""
-    from nerlab.platform.jobs import build_trainer
-    from nerlab.platform.train_loop import Job
+    from nerlab.platform.training.job import build_trainer
+    from nerlab.platform.training.worker import Job
 
     spec = RunSpec(name="x", resources=Resources(use_gpu=use, gpus_per_worker=gpus, cpus_per_worker=2))
     job = Job(spec=spec, train="t", val="v", test=None, plm="p", tracking_uri="sqlite:///x.db", run_id="r")

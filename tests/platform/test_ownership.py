@@ -15,12 +15,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from nerlab.models import names as N
-from nerlab.platform import mlflow_server, ownership
-from nerlab.platform.typed import UsageError
+from nerlab.platform.studies import ownership
+from nerlab.platform.tracking import server as mlflow_server
+from nerlab.platform.errors import UsageError
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from nerlab.platform.ownership import FolderLock
+    from nerlab.platform.studies.ownership import FolderLock
     with FolderLock(sys.argv[1], "study x"):
         print("held", flush=True)
         time.sleep(120)
@@ -140,7 +141,7 @@ def test_a_lease_of_a_live_driver_is_refused_and_of_a_dead_one_is_taken(server, 
     code = textwrap.dedent(f"""
         import time
         from mlflow.tracking import MlflowClient
-        from nerlab.platform.ownership import ServerLease
+        from nerlab.platform.studies.ownership import ServerLease
         with ServerLease(MlflowClient({server!r}), "exp/dead", "study d"):
             print("held", flush=True)
             time.sleep(120)
@@ -169,7 +170,7 @@ def test_the_server_supervisor_ends_the_server_when_its_command_is_killed(tmp_pa
 
     code = textwrap.dedent(f"""
         import time
-        from nerlab.platform import mlflow_server
+        from nerlab.platform.tracking import server as mlflow_server
         proc, url = mlflow_server.start("sqlite:///{tmp_path / 'mlflow.db'}", None)
         print(proc.pid, flush=True)
         time.sleep(120)

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from nerlab.platform import progress
-from nerlab.platform.progress import Console, View, _redirected
-from nerlab.platform.study_spec import StudySpec
+from nerlab.platform.studies import live_view as progress
+from nerlab.platform.studies.live_view import Console, View, _redirected
+from nerlab.platform.specs.study import StudySpec
 
 
 def trial(i: int, status: str, loss: str = "ce", lam: float = 0.0, **last):
@@ -89,7 +89,7 @@ def test_quiet_output_goes_to_the_log_file(tmp_path):
     code = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from nerlab.platform.progress import _redirected\n"
+        "from nerlab.platform.studies.live_view import _redirected\n"
         f"with _redirected(Path({str(log)!r}), 1) as term:\n"
         "    print('from python'); print('to stderr', file=sys.stderr)\n"
         "    os.write(1, b'from fd 1\\n'); os.write(2, b'from fd 2\\n')\n"
@@ -109,7 +109,7 @@ def test_the_first_status_lines_show_on_a_machine_booted_seconds_ago(tmp_path, m
     """time.monotonic() counts from boot: 5 s after it, the first status line still shows (terminal or not)
     and the next one waits its interval from there, not from the clock's zero."""
     clock = [5.0]
-    monkeypatch.setattr("nerlab.platform.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("nerlab.platform.studies.live_view.time.monotonic", lambda: clock[0])
     v, out = view(tmp_path, every_s=30)
     trials = [trial(0, "RUNNING"), trial(1, "PENDING")]
     v.status(trials)

@@ -15,7 +15,7 @@ from nerlab.models.predict import predict
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
 from nerlab.models.wojood import Sentence, read_file
-from nerlab.platform.mlflow_model import log_tagger
+from nerlab.platform.tracking.logged_model import log_tagger
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from nerlab.platform import tracking as T
-from nerlab.platform.search_space import trial_run_name
+from nerlab.platform.tracking import runs as T
+from nerlab.platform.specs.search import trial_run_name
 
 
 def test_trial_run_names_say_what_the_trial_is():

@@ -23,11 +23,12 @@ from transformers import BertConfig, BertModel
 from nerlab.models import tagger as tagger_mod
 from nerlab.models.schema import LabelSchema
 from nerlab.models.tagger import META_FILE, MultiTaskTagger, TaggerConfig, load_tokenizer
-from nerlab.platform import mlflow_server
+from nerlab.platform.tracking import server as mlflow_server
 from nerlab.platform.cli import main as cli_main
-from nerlab.platform.run_spec import ModelSpec, RunSpec, Tracking, check_plm, load_run_spec
-from nerlab.platform.study_spec import StudySpec
-from nerlab.platform.typed import SpecError, load_yaml, redact
+from nerlab.platform.specs.run import ModelSpec, RunSpec, Tracking, check_plm, load_run_spec
+from nerlab.platform.specs.study import StudySpec
+from nerlab.platform.errors import SpecError, redact
+from nerlab.platform.specs.loader import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("models", "losses", "platform", "dashboards")
@@ -340,7 +341,7 @@ def test_no_hard_coded_trust_remote_code_in_the_product() -> None:
 
 
 def _train_loop_calls() -> list[ast.Call]:
-    tree = ast.parse((ROOT / "platform" / "train_loop.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "platform" / "training" / "worker.py").read_text(encoding="utf-8"))
     return list(calls(tree))
 
 
@@ -378,8 +379,8 @@ def _all_logged(client: MlflowClient, run_id: str) -> str:
 
 def test_job_run_params_and_tags_hold_no_credentials(tmp_path, capsys, caplog) -> None:
     """The real helpers (jobs.open_run, tracking.spec_params/log_params) against a SQLite store."""
-    from nerlab.platform.jobs import open_run
-    from nerlab.platform.prepare import Inputs
+    from nerlab.platform.training.job import open_run
+    from nerlab.platform.training.inputs import Inputs
 
     caplog.set_level("DEBUG")
     spec = RunSpec(name="creds", tracking=Tracking(experiment="creds", tracking_uri=CRED_URI), ray_address=CRED_RAY,
@@ -402,7 +403,7 @@ def test_job_run_params_and_tags_hold_no_credentials(tmp_path, capsys, caplog) -
 
 def test_study_run_params_hold_no_credentials(tmp_path) -> None:
     """The study's parent run logs ``spec_params(spec)``: check that with the real logging helper."""
-    from nerlab.platform import tracking as T
+    from nerlab.platform.tracking import runs as T
 
     spec = StudySpec(name="creds-study", tracking=Tracking(tracking_uri=CRED_URI), ray_address=CRED_RAY)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -8,9 +8,9 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from nerlab.models import names as N
-from nerlab.platform.study import _asha
-from nerlab.platform.study_spec import StudySpec
-from nerlab.platform.typed import from_dict
+from nerlab.platform.studies.driver import _asha
+from nerlab.platform.specs.study import StudySpec
+from nerlab.platform.specs.loader import from_dict
 
 
 def study(epochs: int, grace: int, factor: int = 2) -> StudySpec:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from nerlab.losses import LOSSES, SETTINGS
-from nerlab.platform.search_space import grid_size, param_space, trial_run_spec
-from nerlab.platform.study_spec import Search, StudySpec
+from nerlab.platform.specs.search import grid_size, param_space, trial_run_spec
+from nerlab.platform.specs.study import Search, StudySpec
 
 POINT = {"plm": "tiny:2x32", "loss": "mine", "variance_penalty": 2.0, "seed": 7}
 LOSS = {"ce": 0.5, "tversky": 0.25, "focal": 0.25}

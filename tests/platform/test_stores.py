@@ -13,8 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from nerlab.platform import stores, tracking
-from nerlab.platform.typed import UsageError
+from nerlab.platform.tracking import runs as tracking, stores
+from nerlab.platform.errors import UsageError
 
 
 def test_a_store_is_never_seen_half_made_and_is_migrated_once(tmp_path, monkeypatch):

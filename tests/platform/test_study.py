@@ -224,7 +224,7 @@ def check_reference_validation_loss(run, out: Path, folder: Path) -> None:
     from nerlab.models.tagger import MultiTaskTagger
     from nerlab.models.training import task_losses
     from nerlab.models.wojood import read_file
-    from nerlab.platform.stores import fetch_model
+    from nerlab.platform.tracking.stores import fetch_model
 
     p = run.data.params
     assert p["train.epochs"] == "1" and p["model.normalisation"] == "reference"

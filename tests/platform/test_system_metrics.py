@@ -14,7 +14,7 @@ import threading
 
 from mlflow.tracking import MlflowClient
 
-from nerlab.platform.system_metrics import SystemMetrics
+from nerlab.platform.training.system_metrics import SystemMetrics
 
 
 class Counted(SystemMetrics):

@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from nerlab.models.scoring import score
 from nerlab.models.wojood import WOJOOD_TYPES, nested_spans, read_file
 from nerlab.platform.cli import main as cli_main
-from nerlab.platform.jobs import JobResult, train
-from nerlab.platform.run_spec import RunSpec, load_run_spec
+from nerlab.platform.training.job import JobResult, train
+from nerlab.platform.specs.run import RunSpec, load_run_spec
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 
 def spec_from_dict(data: dict) -> RunSpec:
-    from nerlab.platform.typed import from_dict
+    from nerlab.platform.specs.loader import from_dict
 
     return from_dict(RunSpec, data, "resolved_spec.yaml")
 
@@ -100,7 +100,7 @@ BAD_SPECS = {
 def test_bad_spec_exits_2_before_starting_anything(case, tmp_path, capsys, spec_file, monkeypatch) -> None:
     """Whether or not this process runs Ray already (the module's jobs may have run first): the job never
     asks for Ray (``connect_ray``, recorded and passed through) and leaves no file behind."""
-    from nerlab.platform import jobs
+    from nerlab.platform.training import job as jobs
 
     changes, expected = BAD_SPECS[case]
     path = spec_file(tmp_path / "bad.yaml", tiny_spec(tmp_path, "bad"), **changes)
@@ -261,7 +261,7 @@ def test_validation_f1_of_2_workers_equals_1_process(ray_2_cpus, tiny_job, tmp_p
         from nerlab.models.encoding import encode
         from nerlab.models.tagger import MultiTaskTagger
         from nerlab.models.wojood import read_file
-        from nerlab.platform.train_loop import Worker
+        from nerlab.platform.training.worker import Worker
 
         model, tok = MultiTaskTagger.load(config["model"])
         sentences = read_file(config["val"], task="nested")
@@ -293,7 +293,7 @@ def test_killed_worker_resumes_into_the_same_mlflow_run(ray_2_cpus, tiny_job, tm
     """SIGKILL a worker after epoch 1: the job resumes from its checkpoint, logs every epoch once into
     its one MLflow run, and trains exactly as the same job did uninterrupted (``tiny_job``). Its console is
     verbose (``nerlab train --verbose``): the epoch lines and Ray's and the workers' output, as Ray prints it."""
-    from nerlab.platform.progress import Console
+    from nerlab.platform.studies.live_view import Console
 
     spec = load_run_spec(spec_file(tmp_path / "killed-job.yaml", tiny_spec(tmp_path, "killed-job")))
     before = set(train_worker_pids("ALIVE")) | set(train_worker_pids("DEAD"))

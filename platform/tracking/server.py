@@ -37,7 +37,7 @@ class Server:
     def __init__(self, store_uri: str, artifacts_uri: str | None, host: str = "127.0.0.1", port: int | None = None,
                  log_file: Path | None = None):
         port = port or free_port(host)
-        cmd = [sys.executable, "-m", "nerlab.platform.mlflow_server", str(os.getpid()),
+        cmd = [sys.executable, "-m", "nerlab.platform.tracking.server", str(os.getpid()),
                sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
                "--host", host, "--port", str(port), "--workers", "1"]
         if artifacts_uri:

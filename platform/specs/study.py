@@ -12,11 +12,11 @@ from pathlib import Path
 
 from nerlab.losses import LOSSES, PENALTIES, SETTINGS, preset
 from nerlab.models import names as N
-from nerlab.platform.run_spec import (
+from nerlab.platform.specs.run import (
     SMOKE_DATA, SMOKE_PLM, DataSpec, LossSpec, Resources, RunSpec, SharedSpec, check_gpus_per_worker, check_plm,
     resolve_paths, smoke_model_train, smoke_plm,
 )
-from nerlab.platform.typed import from_dict, load_yaml
+from nerlab.platform.specs.loader import from_dict, load_yaml
 
 Range = dict[str, tuple[float, ...]]  # {uniform: [lo, hi]} or {log_uniform: [lo, hi]}
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import yaml
 
 from nerlab.models import names as N
-from nerlab.platform import tracking as T
-from nerlab.platform.search_space import grid_size
-from nerlab.platform.study_spec import StudySpec
-from nerlab.platform.typed import SpecError, from_dict
+from nerlab.platform.tracking import runs as T
+from nerlab.platform.specs.search import grid_size
+from nerlab.platform.specs.study import StudySpec
+from nerlab.platform.errors import SpecError
+from nerlab.platform.specs.loader import from_dict
 
 
 
@@ -37,7 +38,7 @@ def trial_runs(client, parent) -> list:
 
 def load_saved_study(name_or_path: str) -> StudySpec:
     """A study by output folder, or by name under ./runs; its spec as saved when it started."""
-    from nerlab.platform.stores import study_folder
+    from nerlab.platform.tracking.stores import study_folder
 
     saved = study_folder(name_or_path) / N.STUDY_FILE
     if not saved.is_file():
@@ -48,7 +49,7 @@ def load_saved_study(name_or_path: str) -> StudySpec:
 def study_status(spec: StudySpec) -> dict:
     """Trials done, running, pending and failed, and the best so far, read from MLflow: one run per trial
     (the children of the study's parent run), so no count exceeds the study's trials."""
-    from nerlab.platform.stores import client
+    from nerlab.platform.tracking.stores import client
 
     out = Path(spec.output)
     uri, _ = T.resolve_tracking(spec.tracking.tracking_uri, out)

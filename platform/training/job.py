@@ -20,15 +20,16 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nerlab.models import names as N
-from nerlab.platform import ownership
-from nerlab.platform import tracking as T
-from nerlab.platform.mlflow_server import free_port
-from nerlab.platform.paths import writable_folder
-from nerlab.platform.prepare import Inputs, check_store, prepare, validate_files
-from nerlab.platform.run_spec import RunSpec
-from nerlab.platform.timeline import mark
-from nerlab.platform.train_loop import Job, train_fn_per_worker
-from nerlab.platform.typed import UsageError, to_dict
+from nerlab.platform.studies import ownership
+from nerlab.platform.tracking import runs as T
+from nerlab.platform.tracking.server import free_port
+from nerlab.platform.specs.paths import writable_folder
+from nerlab.platform.training.inputs import Inputs, check_store, prepare, validate_files
+from nerlab.platform.specs.run import RunSpec
+from nerlab.platform.training.timeline import mark
+from nerlab.platform.training.worker import Job, train_fn_per_worker
+from nerlab.platform.errors import UsageError
+from nerlab.platform.specs.loader import to_dict
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
                 return done
         view = None
         if console is not None:
-            from nerlab.platform.progress import showing_job
+            from nerlab.platform.studies.live_view import showing_job
 
             view = stack.enter_context(showing_job(console, spec))
         inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")

@@ -12,26 +12,9 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from nerlab.platform.errors import SpecError
+
 T = TypeVar("T")
-
-
-class SpecError(ValueError):
-    """A bad spec: the message names the file and the key (``spec.yaml: train.lr: ...``)."""
-
-
-class UsageError(ValueError):
-    """Bad input found before anything started (a command-line value, a missing study or store)."""
-
-
-_URI_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
-_SECRET_QUERY = re.compile(r"(?i)((?:password|passwd|token|secret|key)=)[^&\s'\"]+")
-
-
-def redact(text: str) -> str:
-    """``text`` (a URI, or a message that echoes one) with the ``user:password@`` of every URI and the
-    values of ``token=``, ``password=``, ``secret=``, ``key=`` masked: credentials never reach the
-    terminal, a log, or MLflow params."""
-    return _SECRET_QUERY.sub(r"\1***", _URI_CREDENTIALS.sub(r"\1***@", text))
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nerlab.models import names as N
-from nerlab.platform.typed import UsageError
+from nerlab.platform.errors import UsageError
 
 SPLITS = ("val", "test")
 
@@ -73,11 +73,11 @@ def build(ref, k: int, metric: str = N.VAL_F1, gold: dict[str, str | None] | Non
     import pandas as pd
 
     from nerlab.dashboards.champion import paired_bootstrap, sentence_counts
-    from nerlab.dashboards.leaderboard import quiet_downloads
+    from nerlab.dashboards.runs import quiet_downloads
     from nerlab.dashboards.runs import run_file
     from nerlab.models.ensemble import RULE, Ensemble, save_ensemble
     from nerlab.models.wojood import format_sentences, read_file
-    from nerlab.platform.stores import fetch_model
+    from nerlab.platform.tracking.stores import fetch_model
 
     top, trials = _members(ref, k, metric)
     gold = gold or {}
@@ -130,8 +130,8 @@ def _f1(counts) -> float:
 
 def _log(ref, result: EnsembleResult, folder: Path, predictions: dict, format_sentences) -> str:
     """A run of kind ``ensemble`` in the study's experiment: params, scores, predictions, the MLflow Model."""
-    from nerlab.platform import tracking as T
-    from nerlab.platform.mlflow_model import log_tagger
+    from nerlab.platform.tracking import runs as T
+    from nerlab.platform.tracking.logged_model import log_tagger
 
     c = ref.client
     run = c.create_run(ref.experiment_id, run_name=f"ensemble·top{result.k}",

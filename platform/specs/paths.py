@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from nerlab.platform.typed import SpecError
+from nerlab.platform.errors import SpecError
 
 
 def writable_folder(path: str | Path, where: str = "") -> Path:

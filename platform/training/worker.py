@@ -5,15 +5,14 @@ Each epoch: train on this rank's share of length-bucketed batches, score the who
 (rank 0 writes, Ray persists), report, and log to MLflow on rank 0. A restarted worker group resumes
 from the last checkpoint and fills in any epoch that reached the checkpoint but not MLflow.
 
-Where the loop runs is a ``Session``: ``TrainSession`` inside a Ray Train worker group (any number of
-workers), ``TuneSession`` for a one-worker trial trained in the Tune trial's own process (no worker group to
-start: the trial saves and restores its checkpoints through Tune).
+Where the loop runs is a session (``sessions.py``: a Ray Train worker group, or a Tune trial's own process);
+what rank 0 writes (MLflow, TensorBoard, output folders) is in ``rank0.py``; the epoch body and the evaluation
+are the task's own (``models/training.py``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,12 +33,13 @@ from nerlab.models.scoring import Report
 from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
 from nerlab.models.training import (BestEpoch, epoch_batches, eval_batch_size, evaluate, loss_sum, make_optimizer,
                                     run_epoch, seed_everything, weights)
-from nerlab.models.wojood import format_sentences, read_file
-from nerlab.platform import tracking as T
-from nerlab.platform.run_spec import RunSpec
-from nerlab.platform.system_metrics import SystemMetrics
-from nerlab.platform.timeline import mark
-from nerlab.platform.typed import from_dict
+from nerlab.models.wojood import read_file
+from nerlab.platform.tracking import runs as T
+from nerlab.platform.specs.run import RunSpec
+from nerlab.platform.training.rank0 import RankZeroLog, epoch_metrics, write_outputs
+from nerlab.platform.training.sessions import TrainSession, TuneSession
+from nerlab.platform.training.timeline import mark
+from nerlab.platform.specs.loader import from_dict
 
 mark("train_loop.imported")  # in a Train worker: its process is up and torch, transformers, Ray Train imported
 
@@ -161,84 +161,6 @@ def _grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.G
     return torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
 
-def _epoch_metrics(epoch: int, stats, report: Report, lr: float, tokens_per_s: float, names: list[str]) -> dict:
-    m = {N.TRAIN_LOSS: stats.loss, N.TRAIN_PENALTY: stats.penalty, N.LR: lr, N.TOKENS_PER_S: tokens_per_s,
-         N.EPOCH_SECONDS: stats.seconds, N.VAL_F1: report.micro.f1, N.VAL_P: report.micro.precision,
-         N.VAL_R: report.micro.recall}
-    m.update({N.TRAIN_TASK_LOSS.format(n): v for n, v in zip(names, stats.task_losses)})
-    m.update({N.VAL_TYPE_F1.format(t): s.f1 for t, s in report.per_type.items()})
-    return {"epoch": epoch, "metrics": m}
-
-
-class RankZeroLog:
-    """MLflow and TensorBoard writes of rank 0.
-
-    MLflow writes are idempotent per epoch (a resumed job skips the epochs its run already holds).
-    TensorBoard gets every epoch: each attempt writes a fresh events folder, and only the last attempt's
-    folder becomes the run's artifact, so it must hold the epochs of earlier attempts too.
-    """
-
-    def __init__(self, job: Job):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.client, self.run_id = T.MlflowClient(job.tracking_uri), job.run_id
-        self.tb_dir = Path(tempfile.mkdtemp(prefix="nerlab-tb-"))
-        self.tb = SummaryWriter(str(self.tb_dir))
-        self.done = T.logged_steps(self.client, self.run_id)
-        self.system = SystemMetrics(job.tracking_uri, job.run_id, job.spec.tracking.system_metrics_s).start()
-
-    def epoch(self, entry: dict) -> None:
-        for k, v in entry["metrics"].items():
-            self.tb.add_scalar(k, v, entry["epoch"])
-        self.tb.flush()
-        if entry["epoch"] not in self.done:
-            T.log_metrics(self.client, self.run_id, entry["metrics"], step=entry["epoch"])
-            self.done.add(entry["epoch"])
-
-    def artifacts(self, folder: Path, path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(folder), path)
-
-    def close(self) -> None:
-        """Stop sampling, close TensorBoard, remove its folder: the process may train the next trial."""
-        self.system.stop()
-        self.tb.close()
-        shutil.rmtree(self.tb_dir, ignore_errors=True)
-
-
-class TrainSession:
-    """Inside a Ray Train worker: rank, world and device from Train; checkpoints and reports through Train."""
-
-    def __init__(self):
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.device = ray.train.torch.get_device()
-
-    def checkpoint(self):
-        return ray.train.get_checkpoint()
-
-    def report(self, metrics: dict, folder: Path | None = None) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
-
-
-class TuneSession:
-    """A one-worker job in its Tune trial's own process: checkpoints and reports go straight to Tune."""
-
-    rank, world = 0, 1
-
-    def __init__(self, gpu: bool):
-        self.device = torch.device("cuda", 0) if gpu and torch.cuda.is_available() else torch.device("cpu")
-
-    def checkpoint(self):
-        from ray import tune
-
-        return tune.get_checkpoint()
-
-    def report(self, metrics: dict, folder: Path | None = None) -> None:
-        from ray import tune
-
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
-
-
 def train_fn_per_worker(config: dict) -> None:
     """Ray Train's entry point on every worker."""
     run_worker(Job.from_config(config), TrainSession())
@@ -304,7 +226,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
             if world > 1:
                 dist.all_reduce(tokens)
             report, _ = w.evaluate(val_s, val_w)
-            entry = _epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
+            entry = epoch_metrics(epoch, stats, report, lr, float(tokens) / max(stats.seconds, 1e-9), names)
             if cfg.select_by == "val_loss":  # as the reference system did: the loss it trains on without the penalty
                 entry["metrics"][N.VAL_LOSS] = w.val_loss(val_w)
             if state.update(cfg, epoch, report.micro.f1, entry["metrics"].get(N.VAL_LOSS)):
@@ -358,7 +280,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
             folder = out = Path(d)
             log = w.log
             w.model.save(out / N.MODEL_DIR, w.tokenizer)
-            _write_outputs(out, job.spec, w.model.schema, val_report, val_pred, test_report, test_pred)
+            write_outputs(out, job.spec, w.model.schema, val_report, val_pred, test_report, test_pred)
             metrics = {N.BEST_EPOCH: state.best_epoch, N.BEST_VAL_F1: val_report.micro.f1}
             if test_report:
                 metrics[N.TEST_F1] = test_report.micro.f1
@@ -373,7 +295,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
             log.tb.close()
             log.artifacts(log.tb_dir, N.TENSORBOARD_DIR)
             if not T.logged_models(log.client, log.run_id, N.PYFUNC_MODEL):  # a resumed job logged it already
-                from nerlab.platform.mlflow_model import log_tagger
+                from nerlab.platform.tracking.logged_model import log_tagger
 
                 log_tagger(out / N.MODEL_DIR, log.run_id, job.tracking_uri, val_s[0].tokens[:16] if val_s else ["."],
                            step=state.epoch)
@@ -381,18 +303,3 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
             mark("worker.artifacts_logged")
         w.session.report(final, folder)
         mark("worker.final_reported")
-
-
-def _write_outputs(out: Path, spec: RunSpec, schema, val_report, val_pred, test_report, test_pred) -> None:
-    import yaml
-
-    for folder in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR):
-        (out / folder).mkdir()
-    (out / N.RESOLVED_SPEC).write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True))
-    schema.save(out / N.LABEL_SCHEMA)
-    for split, report, pred in (("val", val_report, val_pred), ("test", test_report, test_pred)):
-        if report is None:
-            continue
-        (out / N.report_file(split)).write_text(json.dumps(report.to_dict(), indent=2))
-        (out / N.report_file(split)).with_suffix(".txt").write_text(report.format() + "\n")
-        (out / N.predictions_file(split)).write_text(format_sentences(pred), encoding="utf-8")

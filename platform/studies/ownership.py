@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nerlab.models import names as N
-from nerlab.platform.typed import UsageError
+from nerlab.platform.errors import UsageError
 
 LOCK_FILE = ".driver.lock"
 # Keys that say where or how fast a study runs, not what it trains: changing them continues the study.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from nerlab.platform.run_spec import LossSpec, RunSpec
-from nerlab.platform.study_spec import StudySpec
+from nerlab.platform.specs.run import LossSpec, RunSpec
+from nerlab.platform.specs.study import StudySpec
 
 
 def _axis(values, mode: str):

@@ -16,7 +16,8 @@ from nerlab.models import names as N
 from nerlab.models.tagger import TaggerConfig
 from nerlab.models.training import TrainConfig
 from nerlab.models.wojood import TASKS
-from nerlab.platform.typed import SpecError, from_dict, load_yaml, to_dict
+from nerlab.platform.errors import SpecError
+from nerlab.platform.specs.loader import from_dict, load_yaml, to_dict
 
 TINY_PLM = re.compile(r"^tiny:(\d+)x(\d+)$")
 KNOWN_HUB_PLMS = (  # the reference system's PLMs and common alternatives; any other hub name is allowed too

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerlab.models import names as N
-from nerlab.platform.typed import UsageError, redact
+from nerlab.platform.errors import UsageError, redact
 
 
 @dataclass
@@ -34,7 +34,7 @@ def study_folder(study: str) -> Path:
 
 def store_uri(text: str) -> str:
     """A tracking URI from a URI, a SQLite file, or a folder holding ``mlflow.db``; checked to exist."""
-    from nerlab.platform.tracking import resolve_tracking, sqlite_file
+    from nerlab.platform.tracking.runs import resolve_tracking, sqlite_file
 
     path = Path(text)
     if "://" not in text and path.is_dir():
@@ -53,7 +53,7 @@ def client(uri: str):
     that owns it does (``tracking.create_store``). A missing one is no such study: a UsageError."""
     from mlflow.tracking import MlflowClient
 
-    from nerlab.platform.tracking import sqlite_file
+    from nerlab.platform.tracking.runs import sqlite_file
 
     sqlite = sqlite_file(uri)
     if sqlite is not None and not sqlite.is_file():
@@ -65,7 +65,7 @@ def study_store(study: str, tracking_uri: str | None = None) -> tuple[str, str, 
     """(store URI, study name, experiment name or None, local folder or None) of a study argument."""
     import yaml
 
-    from nerlab.platform.tracking import resolve_tracking, sqlite_file
+    from nerlab.platform.tracking.runs import resolve_tracking, sqlite_file
 
     folder = study_folder(study)
     if (folder / N.STUDY_FILE).is_file():
@@ -151,7 +151,7 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
     """
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
-    from nerlab.dashboards.leaderboard import quiet_downloads
+    from nerlab.dashboards.runs import quiet_downloads
     from nerlab.dashboards.runs import process_tracking_uri
     from nerlab.models.ensemble import is_model_folder
 

@@ -17,7 +17,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from nerlab.models import names as N
-from nerlab.platform.typed import redact, to_dict
+from nerlab.platform.errors import redact
+from nerlab.platform.specs.loader import to_dict
 
 def default_store(output: str | Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the embedded SQLite store under ``output``."""
@@ -187,7 +188,7 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
 
 def git_commit() -> str:
     try:
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5)
         return out.stdout.strip() or "unknown"

@@ -61,7 +61,7 @@ def log_tagger(folder: str | Path, run_id: str, tracking_uri: str, example: list
 
     from nerlab.dashboards.runs import process_tracking_uri
 
-    code = importlib.util.find_spec("nerlab.platform.pyfunc_model").origin  # its path; MLflow copies and runs it
+    code = importlib.util.find_spec("nerlab.platform.tracking.pyfunc").origin  # its path; MLflow copies and runs it
     # MLflow's logging reads the process-wide tracking URI and experiment (else the Default experiment, whose
     # artifacts may live elsewhere): the run's, for this call only
     experiment_id = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id

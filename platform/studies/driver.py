@@ -21,16 +21,18 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from nerlab.models import names as N
-from nerlab.platform import mlflow_server, ownership
-from nerlab.platform import tracking as T
-from nerlab.platform.jobs import check_start, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
-from nerlab.platform.prepare import Inputs, prepare_data, prepare_plm
-from nerlab.platform.progress import Console, TrialProgress, showing
-from nerlab.platform.search_space import param_space, trial_run_name, trial_run_spec
-from nerlab.platform.study_spec import StudySpec
-from nerlab.platform.study_state import load_saved_study, parent_run, study_status, trial_runs
-from nerlab.platform.timeline import mark
-from nerlab.platform.train_loop import TuneSession, run_worker
+from nerlab.platform.studies import ownership
+from nerlab.platform.tracking import server as mlflow_server
+from nerlab.platform.tracking import runs as T
+from nerlab.platform.training.job import check_start, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
+from nerlab.platform.training.inputs import Inputs, prepare_data, prepare_plm
+from nerlab.platform.studies.live_view import Console, TrialProgress, showing
+from nerlab.platform.specs.search import param_space, trial_run_name, trial_run_spec
+from nerlab.platform.specs.study import StudySpec
+from nerlab.platform.studies.state import load_saved_study, parent_run, study_status, trial_runs
+from nerlab.platform.training.timeline import mark
+from nerlab.platform.training.sessions import TuneSession
+from nerlab.platform.training.worker import run_worker
 
 SERVER_URL_FILE = "mlflow-server.url"  # where trials find the study's local MLflow server
 

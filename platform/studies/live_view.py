@@ -27,9 +27,9 @@ from ray import tune
 from ray.train import UserCallback
 
 from nerlab.models import names as N
-from nerlab.platform.run_spec import RunSpec
-from nerlab.platform.search_space import grid_size, trial_run_name, trial_run_spec
-from nerlab.platform.study_spec import StudySpec
+from nerlab.platform.specs.run import RunSpec
+from nerlab.platform.specs.search import grid_size, trial_run_name, trial_run_spec
+from nerlab.platform.specs.study import StudySpec
 
 LOG_FILE = "logs/study.log"  # under the study's output folder
 TRAIN_LOG_FILE = "logs/train.log"  # under a training job's output folder

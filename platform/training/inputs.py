@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerlab.models.wojood import WOJOOD_TYPES, read_file, to_flat, write_file
-from nerlab.platform.paths import writable_folder
-from nerlab.platform.run_spec import TINY_PLM, DataSpec
-from nerlab.platform.typed import SpecError
+from nerlab.platform.specs.paths import writable_folder
+from nerlab.platform.specs.run import TINY_PLM, DataSpec
+from nerlab.platform.errors import SpecError
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def validate_files(task: str, train: str, val: str, test: str | None) -> None:
 
 def check_store(tracking_uri: str, where: str) -> None:
     """A SQLite tracking store must be a file we can create or write; a server is checked by MLflow."""
-    from nerlab.platform.tracking import sqlite_file
+    from nerlab.platform.tracking.runs import sqlite_file
 
     db = sqlite_file(tracking_uri)
     if db is None:

@@ -8,6 +8,7 @@ finds and continues its run instead of opening a second one.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -47,11 +48,15 @@ def create_store(uri: str) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
     tmp.unlink(missing_ok=True)  # left by a creator that died (this pid's, long ago)
+    log = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables...": not news
+    level = log.level
+    log.setLevel(logging.WARNING)
     try:
         store = SqlAlchemyStore(f"sqlite:///{tmp}", (db.parent / "mlartifacts").as_uri())
         store.engine.dispose()
         os.replace(tmp, db)
     finally:
+        log.setLevel(level)
         tmp.unlink(missing_ok=True)
 
 

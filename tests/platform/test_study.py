@@ -104,33 +104,48 @@ def test_grid_of_two_worker_trials_gives_one_child_run_per_trial(tmp_path):
     assert status.returncode == 0 and '"done": 4' in status.stdout and '"pending": 0' in status.stdout
 
 
+# learning rates: a model that learns (val F1 above 0.2 by epoch 2, batch 8), one that stays as initialised (about 0.01)
+LEARNS, CANNOT_LEARN = 1.0e-2, 1.0e-9
+
+
 @pytest.mark.timeout(600)
 def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
+    """ASHA must stop the trials that cannot learn, whatever the order their results come in.
+
+    Sampler seed 5 draws lr LEARNS, LEARNS, CANNOT_LEARN, LEARNS, CANNOT_LEARN (checked below). With two
+    trials at a time, trial 3 starts only once trial 1 or 2 has ended, so after one that learns has passed
+    the rung at epoch 2: the rung's cutoff is a learning trial's F1, above any that cannot learn. Trial 5
+    starts once three of the first four have ended, two of them learning: the cutoff is again theirs."""
     spec = write_spec(tmp_path, "tpe", search={"mode": "optuna", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
                                                "variance_penalty": {"uniform": [0.0, 10.0]},
-                                               "lr": {"log_uniform": [1.0e-6, 1.0e-2]},
-                                               "num_samples": 5, "sampler_seed": 3},
-                      scheduler={"asha": {"grace_period": 1, "reduction_factor": 2}},
+                                               "lr": [LEARNS, CANNOT_LEARN], "num_samples": 5, "sampler_seed": 5},
+                      scheduler={"asha": {"grace_period": 2, "reduction_factor": 2}},
                       resources={"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2})
     spec_dict = yaml.safe_load(spec.read_text())
-    spec_dict["train"]["epochs"] = 4
+    spec_dict["train"].update(epochs=4, batch_size=8)
     spec.write_text(yaml.safe_dump(spec_dict))
     out = tmp_path / "out"
     p = nerlab("study", "run", str(spec), "--output", str(out), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:] + read_log(out)[-3000:]
     check_quiet_output(p, out, trials=5, json_summary=False, workers="(trial_driver pid=")  # inline trials
-    client, parents, trials = trial_runs(out, "tpe")
-    assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)
-    stopped = [r for r in trials if r.data.tags.get("nerlab.stopped_early") == "true"]
-    assert stopped, "ASHA stopped no trial"
-    for r in stopped:  # stopped before the last epoch: fewer epochs logged than the full 4
-        assert len(client.get_metric_history(r.info.run_id, "val/micro_f1")) < 4
-    for r in trials:  # a trial is either stopped early or finished with its test score, never both
-        assert (r.data.tags.get("nerlab.stopped_early") == "true") != ("test/micro_f1" in r.data.metrics)
     import optuna
 
     study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 5  # the search is persisted beside the MLflow store
+    assert [t.params["lr"] for t in sorted(study.trials, key=lambda t: t.number)] == \
+        [LEARNS, LEARNS, CANNOT_LEARN, LEARNS, CANNOT_LEARN]  # the premise: the seed's draws, in order
+    client, parents, trials = trial_runs(out, "tpe")
+    assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)
+    stopped = {r.info.run_id for r in trials if r.data.tags.get("nerlab.stopped_early") == "true"}
+    frozen = [r for r in trials if float(r.data.params["train.lr"]) == CANNOT_LEARN]
+    f1s = {r.info.run_id: (r.data.params["train.lr"], [round(m.value, 3) for m in sorted(
+        client.get_metric_history(r.info.run_id, "val/micro_f1"), key=lambda m: m.step)]) for r in trials}
+    assert len(frozen) == 2 and {r.info.run_id for r in frozen} <= stopped, f1s
+    for r in trials:
+        if r.info.run_id in stopped:  # stopped at the rung (epoch 2), before the last epoch
+            assert len(f1s[r.info.run_id][1]) < 4, f1s
+        # a trial is either stopped early or finished with its test score, never both
+        assert (r.info.run_id in stopped) != ("test/micro_f1" in r.data.metrics)
 
 
 TRIAL_PROGRESS = """

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Wojood sample (skipped where absent), synthetic data, tiny PLMs, a local Ray
+"""Shared fixtures: the real Wojood sample (shipped in tests/data), synthetic data, tiny PLMs, a local Ray
 with 2 CPUs, and spec files written from a base spec plus changes."""
 
 from __future__ import annotations
@@ -11,22 +11,26 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "wojood-sample"
-SAMPLE_FLAT = ROOT.parent / "shared" / "data" / "wojood-sample-flat"
+SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
+SAMPLE_FLAT = ROOT / "tests" / "data" / "wojood-sample-flat"
+
+
+def _sample(folder: Path) -> Path:
+    """A sample folder shipped with the tests: missing is a broken checkout, a failure, never a skip."""
+    missing = [f.name for f in (folder / f"{s}.txt" for s in ("train", "val", "test")) if not f.is_file()]
+    if missing:
+        pytest.fail(f"{folder}: {', '.join(missing)} missing (the sample ships with the repository, see tests/data/README.md)")
+    return folder
 
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    if not SAMPLE.is_dir():
-        pytest.skip(f"the real Wojood sample is not at {SAMPLE}")
-    return SAMPLE
+    return _sample(SAMPLE)
 
 
 @pytest.fixture(scope="session")
 def sample_flat_dir() -> Path:
-    if not SAMPLE_FLAT.is_dir():
-        pytest.skip(f"the real flat Wojood sample is not at {SAMPLE_FLAT}")
-    return SAMPLE_FLAT
+    return _sample(SAMPLE_FLAT)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+UI_PORT = 5000  # MLflow's own default; when it is taken and no --port was given, a free one instead
+
 
 def cmd_ui(args) -> int:
     """The MLflow UI over a study's (or any) store, on 127.0.0.1 unless --host says otherwise."""
@@ -23,7 +27,13 @@ def cmd_ui(args) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"{redact(uri)} is already a tracking server: open it in a browser")
         return 0
-    proc, url = mlflow_server.start(uri, None, host=args.host, port=args.port)
+    try:
+        proc, url = mlflow_server.start(uri, None, host=args.host, port=args.port, prefer=UI_PORT)
+    except mlflow_server.PortLost as e:
+        print(f"nerlab: error: the MLflow UI did not start (port taken?): {e}", file=sys.stderr)
+        return 1
+    if not args.port and not url.endswith(f":{UI_PORT}"):
+        print(f"port {UI_PORT} is taken: serving on {url.rsplit(':', 1)[1]} instead", flush=True)
     print(f"MLflow UI on {url}{exp_path}  (Ctrl-C to stop)", flush=True)
     try:
         proc.wait()
@@ -41,5 +51,6 @@ def register(sub) -> None:
     u.add_argument("target", nargs="?", default="demo", help="study name (under ./runs) or output folder")
     u.add_argument("--store", help="an MLflow store instead: a SQLite file, a folder with mlflow.db, or a URI")
     u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=port_number, default=5000)
+    u.add_argument("--port", type=port_number,
+                   help=f"this port or fail (default: {UI_PORT}, or a free port where {UI_PORT} is taken)")
     u.set_defaults(fn=cmd_ui)

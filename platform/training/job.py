@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psutil
 import ray
 import ray.train
 import yaml
@@ -22,7 +23,7 @@ from ray.train.torch import TorchTrainer
 from nerlab.models import names as N
 from nerlab.platform.studies import ownership
 from nerlab.platform.tracking import runs as T
-from nerlab.platform.tracking.server import free_port
+from nerlab.platform.tracking.server import PortLost, on_a_port
 from nerlab.platform.specs.paths import writable_folder
 from nerlab.platform.training.inputs import Inputs, check_store, prepare, validate_files
 from nerlab.platform.specs.run import RunSpec
@@ -53,7 +54,8 @@ def connect_ray(address: str | None = None, **kwargs) -> bool:
     A local Ray gets its dashboard on 127.0.0.1 at a free port. The dashboard serves Ray's state API,
     which Train's placement-group cleaner asks whether a controller is still alive (a trial stopped by
     ASHA, a killed driver). RAY_API_SERVER_ADDRESS, inherited by every local Ray process, points those
-    queries at this instance even when other Ray instances run on the machine.
+    queries at this instance even when other Ray instances run on the machine. The port follows the rule
+    of every server nerlab starts (``mlflow_server.on_a_port``): one taken meanwhile means another try.
     """
     if ray.is_initialized():
         return False  # a caller's Ray (tests, a notebook): theirs to stop
@@ -68,10 +70,24 @@ def connect_ray(address: str | None = None, **kwargs) -> bool:
     # A value the user has set wins, in this process and in every worker alike.
     for k, v in LOCAL_TRAIN_ENV.items():
         env[k] = os.environ.setdefault(k, v)
-    port = kwargs.pop("dashboard_port", None) or free_port()
-    os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": env}, **kwargs)
+    def start(port: int) -> None:
+        os.environ["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        before = {p.pid for p in psutil.Process().children()}
+        try:
+            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                     runtime_env={"env_vars": env}, **kwargs)
+        except Exception as e:
+            # a failed ray.init leaves what it started (GCS, monitor) behind, and ray.shutdown knows none of it
+            for child in psutil.Process().children():
+                if child.pid not in before:
+                    for proc in (*child.children(recursive=True), child):
+                        with suppress(psutil.Error):
+                            proc.kill()
+            if str(port) in str(e):  # the dashboard's port was taken (checked by Ray, or at the bind)
+                raise PortLost(f"Ray's dashboard did not get port {port}: {e}") from e
+            raise
+
+    on_a_port(start, kwargs.pop("dashboard_port", None))
     return True
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT.parent / "shared" / "data" / "wojood-sample"
+SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
 TARGET_RATIO = 0.95
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -88,19 +85,12 @@ def test_pyfunc_champion_tags_as_nerlab_predict(study, champion, tmp_path):
         assert [list(t) for t in got["tags"]] == want
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("which", ["champion", "ensemble"])
 def test_mlflow_models_serve_answers_as_nerlab_predict(study, which, request, tmp_path):
     _, name = request.getfixturevalue(which)  # a single tagger, or the top-2 ensemble (select --ensemble 2)
     sentences = some_sentences(study)
     want = nerlab_predict_tags(study, name, sentences, tmp_path)
-    port = _free_port()
     # the serving command runs `uvicorn` from PATH: make it this interpreter's (a copied venv's scripts may
     # name another interpreter in their first line)
     bin_dir = tmp_path / "bin"
@@ -108,24 +98,17 @@ def test_mlflow_models_serve_answers_as_nerlab_predict(study, which, request, tm
     (bin_dir / "uvicorn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
     (bin_dir / "uvicorn").chmod(0o755)
     env = {**os.environ, "MLFLOW_TRACKING_URI": study.uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def serve(port: int) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
+                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+
+    # nerlab's rule for servers: a port picked free, another if it was taken meanwhile, and up once ours answers
+    server, url = mlflow_server.start_command(serve, health="/ping", log_file=tmp_path / "serve.log", env=env,
+                                              timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up: " + (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(1)
         def invoke(body):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+            req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=60) as r:
@@ -150,7 +133,6 @@ def test_mlflow_models_serve_answers_as_nerlab_predict(study, which, request, tm
             assert "'text'" in answer["message"] and "'tokens'" in answer["message"], answer
     finally:
         mlflow_server.stop(server)  # the whole process group: mlflow, uvicorn and its workers
-        log.close()
 
 
 def test_predict_counts_entities_as_the_scorer(study, champion, tmp_path, capsys):

@@ -30,6 +30,11 @@ RUN = {
 }
 
 
+# Processes a study (a job) starts, by a piece of their command line: its local Ray, the study's MLflow server
+STUDY_PROCESSES = ("gcs_server", "raylet", "-m mlflow server")
+JOB_PROCESSES = ("gcs_server", "raylet")
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "nerlab.platform.cli", *args]
 
@@ -39,14 +44,22 @@ class Watched:
 
     def __init__(self, args: list[str], cwd: Path):
         self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.seen: dict[int, float] = {}
+        self.seen: dict[int, tuple[float, str]] = {}  # pid -> (start time, command line)
 
     def poll_children(self) -> None:
         try:
-            for c in psutil.Process(self.proc.pid).children(recursive=True):
-                self.seen.setdefault(c.pid, c.create_time())
-        except psutil.Error:
-            pass
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:  # the command has ended: nothing more to see
+            return
+        for c in children:
+            try:
+                self.seen.setdefault(c.pid, (c.create_time(), " ".join(c.cmdline())))
+            except psutil.NoSuchProcess:  # ended meanwhile; the others are still recorded
+                pass
+
+    def saw(self, *markers: str) -> bool:
+        """Whether it started, for each marker, a process whose command line holds it."""
+        return all(any(m in cmd for _, cmd in self.seen.values()) for m in markers)
 
     def wait(self, timeout: float) -> tuple[int, str, str]:
         deadline = time.monotonic() + timeout
@@ -61,12 +74,12 @@ class Watched:
         deadline = time.monotonic() + grace
         while True:
             alive = []
-            for pid, created in self.seen.items():
+            for pid, (created, _) in self.seen.items():
                 try:
                     p = psutil.Process(pid)
                     if abs(p.create_time() - created) < 1 and p.status() != psutil.STATUS_ZOMBIE:
                         alive.append(f"{pid} {' '.join(p.cmdline()[:3])}")
-                except psutil.Error:
+                except psutil.NoSuchProcess:  # ended (a zombie counts as ended too)
                     pass
             if not alive or time.monotonic() > deadline:
                 return alive
@@ -128,21 +141,26 @@ def test_one_run_per_trial_however_often_from_however_many_shells_and_after_sigt
         time.sleep(1)
     else:
         pytest.fail("no trial logged an epoch in time")
+    winner.poll_children()
+    assert winner.saw(*STUDY_PROCESSES), winner.seen  # what must not outlive it was seen
     winner.proc.send_signal(signal.SIGTERM)
     code, _, err = winner.wait(120)
     assert code != 0
     assert winner.survivors() == [], err[-2000:]
     interrupted = trial_runs(out, "twice")
-    assert interrupted and all(r.info.status in ("KILLED", "FINISHED") for r in interrupted)
+    assert all(r.info.status in ("KILLED", "FINISHED") for r in interrupted)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    cut = [r for r in interrupted if r.info.status == "KILLED"
+           and 1 <= len(client.get_metric_history(r.info.run_id, "val/micro_f1")) < STUDY["train"]["epochs"]]
+    assert cut, "the SIGTERM came when no trial was mid-way"
     # The same command finishes the study in the same runs, and ends everything it started.
     again = Watched(cli("study", "run", str(spec), "--output", str(out)), tmp_path)
     code, _, err = again.wait(600)
     assert code == 0, err[-3000:]
-    assert again.survivors() == []
+    assert again.saw(*STUDY_PROCESSES) and again.survivors() == [], again.seen
     trials = trial_runs(out, "twice")
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     assert {r.info.run_id for r in interrupted} <= {r.info.run_id for r in trials}  # continued, not redone
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     for r in trials:  # every epoch logged once
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val/micro_f1")] == [1, 2, 3]
     # Twice more: nothing to run, still one run per trial; status counts 2 of 2.
@@ -173,7 +191,7 @@ def test_a_training_job_runs_once_per_output_folder(tmp_path):
     refusal = next(r[2] for r in results if r[0] == 2)
     assert "training job job" in refusal and "is already running: pid" in refusal
     winner = a if results[0][0] == 0 else b
-    assert winner.survivors() == []
+    assert winner.saw(*JOB_PROCESSES) and winner.survivors() == [], winner.seen
     again = subprocess.run(cli("train", str(spec), "--output", str(out), "--json"), cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and '"finished_before": true' in again.stdout, again.stderr[-2000:]

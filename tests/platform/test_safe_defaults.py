@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from contextlib import suppress
 from pathlib import Path
 
+import mlflow
+import psutil
 import pytest
 import ray
 import torch
@@ -118,7 +128,7 @@ def mlflow_up(tmp_path_factory):
         mlflow_server.stop(proc)
 
 
-def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(mlflow_up) -> None:
+def test_the_shared_server_came_up_on_a_port_other_than_the_taken_one(mlflow_up) -> None:
     import urllib.request
 
     _, url, taken = mlflow_up
@@ -459,3 +469,101 @@ def test_yaml_python_tags_are_refused_unexecuted(tmp_path, monkeypatch) -> None:
     with pytest.raises(SpecError, match=r"evil.yaml:1: not valid YAML .*constructor"):
         load_yaml(spec)
     assert not (tmp_path / "pwned").exists()
+
+
+def squat(answer: bytes) -> socket.socket:
+    """A port held by another program, which answers every request with ``answer``; close it to end it."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = squatter.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return squatter
+
+
+def hand_out_first(monkeypatch, port: int) -> None:
+    """``free_port`` returns ``port`` once (as if it were free when picked), then free ports as before."""
+    ports = iter([port])
+    real = mlflow_server.free_port
+    monkeypatch.setattr(mlflow_server, "free_port", lambda host="127.0.0.1": next(ports, None) or real(host))
+
+
+HTTP2_SETTINGS = b"\x00\x00\x18\x04\x00\x00\x00\x00\x00"  # not HTTP/1: what a gRPC server sends
+HTTP_200 = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK"  # another web server: 200 on any path
+
+
+@pytest.mark.parametrize("answer", [HTTP2_SETTINGS, HTTP_200], ids=["grpc", "http-200"])
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(monkeypatch, tmp_path, answer) -> None:
+    """The port picked for the MLflow server is bound by someone else before the server binds it (a Ray worker
+    starting, as seen in CI): the server exits, and ``serving`` starts it again on a fresh port. What answers
+    on the taken port, even 200 on /health, is never taken for the server."""
+    squatter = squat(answer)
+    taken = squatter.getsockname()[1]
+    hand_out_first(monkeypatch, taken)
+    try:
+        with mlflow_server.serving(f"sqlite:///{tmp_path / 'mlflow.db'}", None, tmp_path / "server.log") as url:
+            assert not url.endswith(f":{taken}")
+            with urllib.request.urlopen(f"{url}/version", timeout=10) as r:  # MLflow's own endpoint
+                assert r.status == 200 and r.read().decode() == mlflow.__version__
+    finally:
+        squatter.close()
+
+
+@pytest.mark.timeout(180)
+def test_nerlab_ui_takes_a_free_port_when_5000_is_taken(tmp_path) -> None:
+    """Without --port, ``nerlab ui`` serves on 5000, or on a free port where 5000 is taken, and says which."""
+    from nerlab.platform.commands.ui import UI_PORT
+
+    squatter = None
+    with suppress(OSError):  # else someone else holds it: taken all the same
+        squatter = socket.create_server(("127.0.0.1", UI_PORT))
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    ui = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "ui", "--store", str(tmp_path / "mlflow.db")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = [ui.stdout.readline(), ui.stdout.readline()]
+        assert out[0].startswith(f"port {UI_PORT} is taken: serving on "), out
+        port = int(out[0].split("taken: serving on ")[1].split()[0])
+        assert out[1].startswith(f"MLflow UI on http://127.0.0.1:{port}"), out
+        assert port != UI_PORT and mlflow_server.listens(ui.pid, port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=10) as r:
+            assert r.read().decode() == mlflow.__version__
+    finally:
+        ui.send_signal(signal.SIGINT)
+        ui.wait(timeout=60)
+        if squatter:
+            squatter.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_ray_takes_another_dashboard_port_when_its_own_was_taken(monkeypatch) -> None:
+    """The dashboard port picked for a local Ray is taken before Ray binds it: ``connect_ray`` tries another
+    port (one rule with the MLflow server's), and the failed try leaves no Ray process behind."""
+    from nerlab.platform.training import job as jobs
+
+    assert not ray.is_initialized()
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_TRAIN_V2_ENABLED", "MLFLOW_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(var, raising=False)  # restored after the test, whatever connect_ray sets
+    squatter = squat(HTTP_200)
+    taken = squatter.getsockname()[1]
+    hand_out_first(monkeypatch, taken)
+    try:
+        jobs.connect_ray(None, num_cpus=1)
+        port = int(os.environ["RAY_API_SERVER_ADDRESS"].rsplit(":", 1)[1])
+        assert port != taken and mlflow_server.listens(os.getpid(), port)
+        gcs = [p for p in psutil.Process().children(recursive=True) if p.name() == "gcs_server"]
+        assert len(gcs) == 1, gcs  # the failed try's GCS is gone
+    finally:
+        ray.shutdown()
+        squatter.close()

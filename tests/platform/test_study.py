@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -103,77 +104,126 @@ def test_grid_of_two_worker_trials_gives_one_child_run_per_trial(tmp_path):
     assert status.returncode == 0 and '"done": 4' in status.stdout and '"pending": 0' in status.stdout
 
 
+# learning rates: a model that learns (val F1 above 0.2 by epoch 2, batch 8), one that stays as initialised (about 0.01)
+LEARNS, CANNOT_LEARN = 1.0e-2, 1.0e-9
+
+
 @pytest.mark.timeout(600)
 def test_optuna_with_asha_stops_a_weak_trial_early(tmp_path):
+    """ASHA must stop the trials that cannot learn, whatever the order their results come in.
+
+    Sampler seed 5 draws lr LEARNS, LEARNS, CANNOT_LEARN, LEARNS, CANNOT_LEARN (checked below). With two
+    trials at a time, trial 3 starts only once trial 1 or 2 has ended, so after one that learns has passed
+    the rung at epoch 2: the rung's cutoff is a learning trial's F1, above any that cannot learn. Trial 5
+    starts once three of the first four have ended, two of them learning: the cutoff is again theirs."""
     spec = write_spec(tmp_path, "tpe", search={"mode": "optuna", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
                                                "variance_penalty": {"uniform": [0.0, 10.0]},
-                                               "lr": {"log_uniform": [1.0e-6, 1.0e-2]},
-                                               "num_samples": 5, "sampler_seed": 3},
-                      scheduler={"asha": {"grace_period": 1, "reduction_factor": 2}},
+                                               "lr": [LEARNS, CANNOT_LEARN], "num_samples": 5, "sampler_seed": 5},
+                      scheduler={"asha": {"grace_period": 2, "reduction_factor": 2}},
                       resources={"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2})
     spec_dict = yaml.safe_load(spec.read_text())
-    spec_dict["train"]["epochs"] = 4
+    spec_dict["train"].update(epochs=4, batch_size=8)
     spec.write_text(yaml.safe_dump(spec_dict))
     out = tmp_path / "out"
     p = nerlab("study", "run", str(spec), "--output", str(out), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:] + read_log(out)[-3000:]
     check_quiet_output(p, out, trials=5, json_summary=False, workers="(trial_driver pid=")  # inline trials
-    client, parents, trials = trial_runs(out, "tpe")
-    assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)
-    stopped = [r for r in trials if r.data.tags.get("nerlab.stopped_early") == "true"]
-    assert stopped, "ASHA stopped no trial"
-    for r in stopped:  # stopped before the last epoch: fewer epochs logged than the full 4
-        assert len(client.get_metric_history(r.info.run_id, "val/micro_f1")) < 4
-    for r in trials:  # a trial is either stopped early or finished with its test score, never both
-        assert (r.data.tags.get("nerlab.stopped_early") == "true") != ("test/micro_f1" in r.data.metrics)
     import optuna
 
     study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 5  # the search is persisted beside the MLflow store
+    assert [t.params["lr"] for t in sorted(study.trials, key=lambda t: t.number)] == \
+        [LEARNS, LEARNS, CANNOT_LEARN, LEARNS, CANNOT_LEARN]  # the premise: the seed's draws, in order
+    client, parents, trials = trial_runs(out, "tpe")
+    assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)
+    stopped = {r.info.run_id for r in trials if r.data.tags.get("nerlab.stopped_early") == "true"}
+    frozen = [r for r in trials if float(r.data.params["train.lr"]) == CANNOT_LEARN]
+    f1s = {r.info.run_id: (r.data.params["train.lr"], [round(m.value, 3) for m in sorted(
+        client.get_metric_history(r.info.run_id, "val/micro_f1"), key=lambda m: m.step)]) for r in trials}
+    assert len(frozen) == 2 and {r.info.run_id for r in frozen} <= stopped, f1s
+    for r in trials:
+        if r.info.run_id in stopped:  # stopped at the rung (epoch 2), before the last epoch
+            assert len(f1s[r.info.run_id][1]) < 4, f1s
+        # a trial is either stopped early or finished with its test score, never both
+        assert (r.info.run_id in stopped) != ("test/micro_f1" in r.data.metrics)
+
+
+TRIAL_PROGRESS = """
+    SELECT r.run_uuid, r.status, (SELECT COUNT(DISTINCT m.step) FROM metrics m
+                                  WHERE m.run_uuid = r.run_uuid AND m.key = 'val/micro_f1')
+    FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id
+    WHERE e.name = ? AND EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'nerlab.trial')
+"""
+
+
+def trial_progress(out: Path, experiment: str) -> dict[str, tuple[str, int]]:
+    """A running study's trial runs, read from its SQLite store: run id -> (status, epochs logged).
+
+    Read-only and with SQLite alone: an MLflow client would create or migrate the schema of a store that
+    the study's MLflow server may be creating at that moment. Empty until the server has made its tables."""
+    db = out / "mlflow.db"
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=60)
+    try:
+        return {run: (status, epochs) for run, status, epochs in con.execute(TRIAL_PROGRESS, (experiment,))}
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # the server has not made its schema yet
+            return {}
+        raise
+    finally:
+        con.close()
 
 
 @pytest.mark.timeout(900)
 def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
+    epochs = 4  # trials of several seconds: the kill lands while one is mid-way
     spec = write_spec(tmp_path, "resume", search={"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"],
                                                   "variance_penalty": [0.0, 5.0], "seeds": [1]},
                       resources={"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2})
     data = yaml.safe_load(spec.read_text())
-    data["train"]["epochs"] = 4  # trials of several seconds: the kill lands while some are mid-way
+    data["train"]["epochs"] = epochs
     spec.write_text(yaml.safe_dump(data))
     out, log = tmp_path / "out", tmp_path / "driver.log"
+
+    def finished_and_midway(progress: dict[str, tuple[str, int]]) -> tuple[set[str], set[str]]:
+        return ({run for run, (status, _) in progress.items() if status == "FINISHED"},
+                {run for run, (status, n) in progress.items() if status == "RUNNING" and 1 <= n < epochs})
+
     with open(log, "wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
                                  str(out)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:  # wait for one finished trial, then kill everything
+        while time.monotonic() < deadline:  # one trial finished and one mid-way: kill everything
             assert proc.poll() is None, f"the study ended before the kill:\n{log.read_text()[-3000:]}"
-            if (out / "mlflow.db").exists():
-                try:
-                    _, _, trials = trial_runs(out, "resume")
-                    if any(r.info.status == "FINISHED" for r in trials):
-                        break
-                except Exception:
-                    pass
+            if all(finished_and_midway(trial_progress(out, "resume"))):
+                break
             time.sleep(0.3)
         else:
-            pytest.fail(f"no trial finished in time:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"no trial finished while another was mid-way in time:\n{log.read_text()[-3000:]}")
     finally:
         kill_tree(proc)
-    _, _, before = trial_runs(out, "resume")
-    assert 1 <= sum(r.info.status == "FINISHED" for r in before) < 4, "the kill came after the study's end"
+    finished, midway = finished_and_midway(trial_progress(out, "resume"))
+    assert 1 <= len(finished) < 4, "the kill came after the study's end"
+    assert midway, "no trial was mid-way at the kill"  # (a killed driver leaves its runs RUNNING)
+    client, _, before = trial_runs(out, "resume")
+    end_times = {r.info.run_id: r.info.end_time for r in before if r.info.run_id in finished}
     p = nerlab("study", "resume", str(out), "--verbose", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Trial status:" in p.stdout and "(trial_driver pid=" in p.stdout + p.stderr  # --verbose: Ray's output
-    _, parents, trials = trial_runs(out, "resume")
+    client, parents, trials = trial_runs(out, "resume")
     assert len(parents) == 1
     assert len(trials) == 4 and len({r.data.tags["nerlab.trial"] for r in trials}) == 4
     assert all(r.info.status == "FINISHED" for r in trials)
-    finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
-    for r in trials:  # finished trials were not rerun
-        if r.info.run_id in finished_before:
-            assert r.info.end_time == finished_before[r.info.run_id]
+    after = {r.info.run_id: r for r in trials}
+    assert finished | midway <= set(after)  # the mid-way trials went on in their runs
+    for run, end_time in end_times.items():  # finished trials were not rerun
+        assert after[run].info.end_time == end_time
+    for r in trials:  # each epoch logged once, the resumed ones included
+        assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/micro_f1")) == \
+            list(range(1, epochs + 1)), r.info.run_id
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

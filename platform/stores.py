@@ -50,14 +50,18 @@ def store_uri(text: str) -> str:
 
 def client(uri: str):
     """A client of a store that exists: reading never creates (or migrates) a SQLite store; only the command
-    that owns it does (``tracking.create_store``). A missing one is no such study: a UsageError."""
+    that owns it does (``tracking.create_store``). A missing one is no such study, an unreachable server or
+    a database without its driver installed is bad input: a UsageError."""
     from mlflow.tracking import MlflowClient
 
-    from nerlab.platform.tracking import sqlite_file
+    from nerlab.platform.tracking import sqlite_file, store_problem
 
     sqlite = sqlite_file(uri)
     if sqlite is not None and not sqlite.is_file():
         raise UsageError(f"{sqlite}: the MLflow store does not exist (no study or job was started there)")
+    problem = store_problem(uri) if sqlite is None else None
+    if problem:
+        raise UsageError(f"{redact(uri)}: {problem}")
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

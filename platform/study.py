@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from nerlab.models import names as N
-from nerlab.platform import mlflow_server, ownership
+from nerlab.platform import mlflow_server, ownership, storage
 from nerlab.platform import tracking as T
 from nerlab.platform.jobs import check_fits, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
 from nerlab.platform.paths import writable_folder
@@ -164,13 +164,13 @@ def _searcher(spec: StudySpec, out: Path):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    db = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
     searcher = OptunaSearch(metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search.sampler_seed),
-                            study_name=spec.name, storage=storage)
+                            study_name=spec.name, storage=db)
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
 
-def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool) -> tune.Tuner:
+def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool, root: str) -> tune.Tuner:
     r = spec.resources
     # The study's context (paths, tracking URI, parent run) travels beside the search space, not in it:
     # Tune shows and records only the trial's own point.
@@ -183,9 +183,9 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
         retries += r.max_failures
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
     space = param_space(spec)
-    path = out / "tune" / spec.name
     if restore:
-        return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_errored=True)
+        return tune.Tuner.restore(storage.join(root, "tune", spec.name), trainable=trainable, param_space=space,
+                                  resume_errored=True)
     scheduler = _asha(spec)
     searcher = _searcher(spec, out)
     return tune.Tuner(
@@ -194,7 +194,7 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
                                     num_samples=spec.search.num_samples if searcher else 1,
                                     max_concurrent_trials=None if searcher else r.max_concurrent,
                                     reuse_actors=r.inline),  # torch, the tokenizer and encoded data stay loaded
-        run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), callbacks=callbacks,
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage.join(root, "tune"), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=retries), verbose=1,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
@@ -221,6 +221,8 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
     store_uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
     writable_folder(out, f"{source}: output")
     check_store(store_uri, f"{source}: tracking.tracking_uri")
+    storage.check(spec.storage, f"{source}: storage")
+    root = storage.study_root(spec.storage, spec.output, spec.name, _digest(spec))  # tune/ and ray-train/
     if spec.data.synth is None:  # bad data fails here, before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
     mark("study.start")
@@ -258,7 +260,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
                     _log_as(client, parent.info.run_id, data[split], f"{GOLD_DIR}/{split}.txt")
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=experiment, parent_run_id=parent.info.run_id,
-                           storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
+                           storage=storage.join(root, "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         mark("study.server_and_parent_run")
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
@@ -267,9 +269,9 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         callbacks = [CloseTrialRuns(ctx, exp_id), TrialProgress()]
-        restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
+        restore = tune.Tuner.can_restore(storage.join(root, "tune", spec.name))
         try:
-            results = _tuner(spec, ctx, out, callbacks, restore).fit()
+            results = _tuner(spec, ctx, out, callbacks, restore, root).fit()
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: the study and its open trials
             for run in trial_runs(client, parent):
                 if run.info.status == "RUNNING":

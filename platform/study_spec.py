@@ -176,6 +176,7 @@ class StudySpec:
     precision: str = "auto"
     output: str | None = None  # default: runs/<name>
     ray_address: str | None = None
+    storage: str | None = None  # trials' checkpoints: a folder or s3://BUCKET/PREFIX (default: output)
 
     def __post_init__(self) -> None:
         check_shared(self)  # the same rules as a run's

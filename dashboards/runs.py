@@ -97,6 +97,19 @@ def _sql_children(store, experiment_id: str, parent_run_id: str) -> list[StoredR
     return list(runs.values())
 
 
+def logged_models(client, run_id: str, name: str = N.PYFUNC_MODEL) -> list[str]:
+    """Ids of the complete MLflow Models named ``name`` the run logged (its Models column), oldest first.
+
+    A model is complete once MLflow marked it READY at the end of its upload; an attempt killed while uploading
+    leaves one PENDING, with part of its files, which nothing may load, register or take as already logged."""
+    from mlflow.entities import LoggedModelStatus
+
+    outputs = client.get_run(run_id).outputs
+    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+    models = [client.get_logged_model(i) for i in ids]
+    return [m.model_id for m in models if m.name == name and m.status == LoggedModelStatus.READY]
+
+
 def run_file(client, run_id: str, path: str, dst: str, artifact_uri: str | None = None) -> str:
     """A local path to the run's artifact ``path``: the file itself when the run's artifacts are on this
     machine (a study's own ``mlartifacts``: read in place, no lookup of the run), else a download into ``dst``.

@@ -16,6 +16,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from nerlab.dashboards.runs import logged_models  # noqa: F401  (T.logged_models: a run's complete MLflow Models)
 from nerlab.models import names as N
 from nerlab.platform.typed import redact, to_dict
 
@@ -174,13 +175,6 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
 
 def logged_steps(client: MlflowClient, run_id: str, key: str = N.VAL_F1) -> set[int]:
     return {m.step for m in client.get_metric_history(run_id, key)}
-
-
-def logged_models(client: MlflowClient, run_id: str, name: str = N.PYFUNC_MODEL) -> list[str]:
-    """Ids of the MLflow Models named ``name`` the run logged (its Models column), oldest first."""
-    outputs = client.get_run(run_id).outputs
-    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
-    return [i for i in ids if client.get_logged_model(i).name == name]
 
 
 DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "test"}

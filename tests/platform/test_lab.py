@@ -290,3 +290,29 @@ def test_a_database_uri_without_its_driver_is_exit_2_naming_it(tmp_path, capsys)
         assert "no database driver for postgresql+psycopg2" in line and "psycopg2" in line, line
         assert "secret" not in line  # the URI's password never reaches the terminal
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_left_pending_by_a_killed_upload_is_never_taken(tmp_path):
+    """A trial killed while it uploads its MLflow Model leaves that model PENDING with part of its files (seen
+    in the lab drill: ``select --ensemble`` then failed on a missing file). The resumed trial logs it again;
+    only the complete (READY) one counts as logged, is fetched for an ensemble and is registered."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.tracking import MlflowClient
+
+    from nerlab.dashboards.champion import register_run
+    from nerlab.platform.stores import _model_dir_as_logged_model
+    from nerlab.platform.tracking import create_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    create_store(uri)
+    c = MlflowClient(uri, uri)
+    exp = c.create_experiment("x", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = c.create_run(exp).info.run_id
+    pending = c.create_logged_model(exp, name="tagger", source_run_id=run_id)  # the killed attempt's upload
+    ready = c.create_logged_model(exp, name="tagger", source_run_id=run_id)
+    c.finalize_logged_model(ready.model_id, LoggedModelStatus.READY)
+    c.log_outputs(run_id, [LoggedModelOutput(pending.model_id, 1), LoggedModelOutput(ready.model_id, 1)])
+    assert logged_models(c, run_id) == [ready.model_id]
+    assert _model_dir_as_logged_model(f"runs:/{run_id}/model", uri) == f"models:/{ready.model_id}"
+    version, _ = register_run(c, "m", run_id, {}, "")
+    assert version.source == f"models:/{ready.model_id}"

@@ -86,6 +86,25 @@ def _wait(check, what: str, proc: subprocess.Popen | None, log: Path | None, tim
     raise RuntimeError(f"{what} not ready within {timeout:.0f} s: {log.read_text()[-2000:] if log else ''}")
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a command started in a session of its own and every process it started (its local Ray
+    included), and nothing else: other Ray instances on the machine are left alone."""
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(tree, timeout=30)
+
+
 @dataclass
 class Postgres:
     folder: Path

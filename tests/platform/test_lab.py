@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -82,30 +81,12 @@ def study(lab, tmp_path_factory):
         else:
             pytest.fail(f"no trial finished in time:\n{log.read_text()[-3000:]}")
     finally:
-        kill_tree(proc)
+        L.kill_tree(proc)
     before = trial_runs(lab)
     assert 1 <= sum(r.info.status == "FINISHED" for r in before) < TRIALS, "the kill came after the study's end"
     p = nerlab("study", "resume", str(out), cwd=root, timeout=900, env=lab.s3.env())
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return out, before
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process it started (its local Ray included), and nothing else."""
-    import psutil
-
-    try:
-        tree = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    psutil.wait_procs(tree, timeout=30)
 
 
 def trial_runs(lab) -> list:
@@ -240,7 +221,7 @@ def test_storage_whose_bucket_is_missing_or_credentials_refused_is_exit_2(lab, t
         spec = tmp_path / "study.yaml"
         spec.write_text(yaml.safe_dump({**SPEC, "tracking": {"tracking_uri": lab.server.url}, "storage": uri}))
         line = one_line_exit_2(capsys, "study", "run", str(spec), "--output", str(tmp_path / "out"))
-        assert line.startswith(f"{spec}: storage: {uri}: ") and error in line, line
+        assert f"{spec}: storage: {uri}: " in line and error in line, line
         assert "not-the-secret" not in line
         assert not (tmp_path / "out").exists()  # nothing started
 

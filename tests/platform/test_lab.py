@@ -31,7 +31,7 @@ SPEC = {
     "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"], "variance_penalty": [5.0],
                "seeds": [1, 2]},
     # trial_retries: while the S3 server is away, a trial that saves or restores a checkpoint fails and Tune
-    # restarts it at once; a 30 s outage cost one trial 4 of the default 5 tries (2 + max_failures 3)
+    # restarts it at once; a 30 s outage cost one trial up to 6 tries, the default allows 5 (2 + max_failures 3)
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.9, "trial_cpus": 0.1, "max_concurrent": 2,
                   "trial_retries": 10},
 }

@@ -26,7 +26,7 @@ import numpy as np
 from nerlab.dashboards.leaderboard import (
     TEST, VAL, higher_is_better, in_config, leaderboard_frame, metric_key, trial_frame,
 )
-from nerlab.dashboards.runs import gold_file, quiet_downloads, run_file
+from nerlab.dashboards.runs import gold_file, logged_models, quiet_downloads, run_file
 from nerlab.models import names as N
 from nerlab.models.scoring import check_aligned, sentence_spans
 from nerlab.models.wojood import Sentence, read_file
@@ -224,8 +224,7 @@ def register_run(client, name: str, run_id: str, tags: dict[str, str], descripti
     if current is not None and current.run_id == run_id:
         return current, False
     run = client.get_run(run_id)
-    outputs = run.outputs.model_outputs if run.outputs else []
-    models = [o.model_id for o in outputs if client.get_logged_model(o.model_id).name == N.PYFUNC_MODEL]
+    models = logged_models(client, run_id)
     if models:  # the run's MLflow Model: the version loads with mlflow.pyfunc and serves with mlflow models serve
         source, model_id = f"models:/{models[-1]}", models[-1]
     else:  # a run logged before trials logged MLflow Models: its plain model folder

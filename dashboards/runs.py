@@ -71,7 +71,9 @@ _CHILDREN = ("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uu
 def _sql_children(store, experiment_id: str, parent_run_id: str) -> list[StoredRun]:
     from sqlalchemy import text
 
-    args = {"tag": N.PARENT_RUN_TAG, "parent": parent_run_id, "exp": int(experiment_id), "key": N.VAL_F1}
+    # is_nan is a boolean column: compared with a bound False, so SQLite (0/1) and PostgreSQL (boolean) both match
+    args = {"tag": N.PARENT_RUN_TAG, "parent": parent_run_id, "exp": int(experiment_id), "key": N.VAL_F1,
+            "false": False}
     with store.engine.connect() as conn:
         infos = conn.execute(text(
             "SELECT run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, "
@@ -89,10 +91,23 @@ def _sql_children(store, experiment_id: str, parent_run_id: str) -> list[StoredR
                 f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({_CHILDREN})"), args):
             runs[uuid].data.metrics[key] = math.nan if is_nan else float(value)
         for uuid, best in conn.execute(text(
-                f"SELECT run_uuid, MAX(value) FROM metrics WHERE key = :key AND is_nan = 0 "
+                f"SELECT run_uuid, MAX(value) FROM metrics WHERE key = :key AND is_nan = :false "
                 f"AND run_uuid IN ({_CHILDREN}) GROUP BY run_uuid"), args):
             runs[uuid].best_val_f1_so_far = float(best)
     return list(runs.values())
+
+
+def logged_models(client, run_id: str, name: str = N.PYFUNC_MODEL) -> list[str]:
+    """Ids of the complete MLflow Models named ``name`` the run logged (its Models column), oldest first.
+
+    A model is complete once MLflow marked it READY at the end of its upload; an attempt killed while uploading
+    leaves one PENDING, with part of its files, which nothing may load, register or take as already logged."""
+    from mlflow.entities import LoggedModelStatus
+
+    outputs = client.get_run(run_id).outputs
+    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+    models = [client.get_logged_model(i) for i in ids]
+    return [m.model_id for m in models if m.name == name and m.status == LoggedModelStatus.READY]
 
 
 def run_file(client, run_id: str, path: str, dst: str, artifact_uri: str | None = None) -> str:

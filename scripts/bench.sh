@@ -17,6 +17,7 @@ if [ "${1:-}" = "--smoke" ]; then
   python $B/bench_results_scale.py --smoke --json "$R/results_scale.json"
   python $B/bench_seed_recipe.py --smoke --json "$R/seed_recipe.json"
   python $B/bench_waits.py --smoke --json "$R/waits.json"
+  python $B/bench_tracking_load.py --loggers 4 --batches 5 --json "$R/tracking_load.json"
   python $B/bench_gpu.py --smoke --json "$R/gpu-smoke.json"
   python $B/bench_gpu_memory.py --smoke --json "$R/gpu-memory-smoke.json"
   python $B/table.py --results "$R" --print
@@ -33,6 +34,7 @@ python $B/bench_many_trials.py --json "$R/many_trials.json"
 python $B/bench_results_scale.py --json "$R/results_scale.json"
 python $B/bench_seed_recipe.py --json "$R/seed_recipe.json"
 python $B/bench_waits.py --json "$R/waits.json"
+python $B/bench_tracking_load.py --json "$R/tracking_load.json"
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   python $B/bench_gpu.py --json "$R/gpu.json"
   python $B/bench_gpu.py --variants as-written fused-adamw pinned-prefetch fast eager-attention random-batches \

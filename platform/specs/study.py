@@ -182,6 +182,7 @@ class StudySpec(SharedSpec):
     search: Search = field(default_factory=Search)
     scheduler: Scheduler = field(default_factory=Scheduler)
     resources: StudyResources = field(default_factory=StudyResources)
+    storage: str | None = None  # trials' checkpoints: a folder or s3://BUCKET/PREFIX (default: output)
 
     def base_run(self) -> RunSpec:
         """The run spec every trial starts from (search values are filled in per trial)."""

@@ -24,6 +24,7 @@ from nerlab.models import names as N
 from nerlab.platform.studies import ownership
 from nerlab.platform.tracking import server as mlflow_server
 from nerlab.platform.tracking import runs as T
+from nerlab.platform.tracking import storage
 from nerlab.platform.training.job import check_start, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
 from nerlab.platform.training.inputs import Inputs, prepare_data, prepare_plm
 from nerlab.platform.studies.live_view import Console, TrialProgress, showing
@@ -160,13 +161,13 @@ def _searcher(spec: StudySpec, out: Path):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    db = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
     searcher = OptunaSearch(metric=N.TUNE_VAL_F1, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search.sampler_seed),
-                            study_name=spec.name, storage=storage)
+                            study_name=spec.name, storage=db)
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
 
-def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool) -> tune.Tuner:
+def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool, root: str) -> tune.Tuner:
     r = spec.resources
     # The study's context (paths, tracking URI, parent run) travels beside the search space, not in it:
     # Tune shows and records only the trial's own point.
@@ -177,9 +178,9 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
         retries += r.max_failures
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
     space = param_space(spec)
-    path = out / "tune" / spec.name
     if restore:
-        return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_errored=True)
+        return tune.Tuner.restore(storage.join(root, "tune", spec.name), trainable=trainable, param_space=space,
+                                  resume_errored=True)
     scheduler = _asha(spec)
     searcher = _searcher(spec, out)
     return tune.Tuner(
@@ -188,7 +189,7 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
                                     num_samples=spec.search.num_samples if searcher else 1,
                                     max_concurrent_trials=None if searcher else r.max_concurrent,
                                     reuse_actors=r.inline),  # torch, the tokenizer and encoded data stay loaded
-        run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), callbacks=callbacks,
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage.join(root, "tune"), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=retries), verbose=1,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
@@ -212,6 +213,8 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
     ``console``: the live view (Ray's own output to a log file unless verbose); None leaves output to Ray."""
     out = Path(spec.output)
     store_uri, artifacts = check_start(spec, spec.resources.job, spec.resources.trial_cpus, source)
+    storage.check(spec.storage, f"{source}: storage")
+    root = storage.study_root(spec.storage, spec.output, spec.name, _digest(spec))  # tune/ and ray-train/
     mark("study.start")
     with ExitStack() as stack:
         done = _claim(stack, spec, store_uri, source, replace_old)
@@ -247,7 +250,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
                     _log_as(client, parent.info.run_id, data[split], N.gold_file(split))
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=experiment, parent_run_id=parent.info.run_id,
-                           storage=str(out / "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
+                           storage=storage.join(root, "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
         mark("study.server_and_parent_run")
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
@@ -256,9 +259,9 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         callbacks = [CloseTrialRuns(ctx, exp_id), TrialProgress()]
-        restore = tune.Tuner.can_restore(str(out / "tune" / spec.name))
+        restore = tune.Tuner.can_restore(storage.join(root, "tune", spec.name))
         try:
-            results = _tuner(spec, ctx, out, callbacks, restore).fit()
+            results = _tuner(spec, ctx, out, callbacks, restore, root).fit()
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: the study and its open trials
             for run in trial_runs(client, parent):
                 if run.info.status == "RUNNING":

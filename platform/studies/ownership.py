@@ -32,7 +32,7 @@ from nerlab.platform.errors import UsageError
 
 LOCK_FILE = ".driver.lock"
 # Keys that say where or how fast a study runs, not what it trains: changing them continues the study.
-OPERATIONAL = ("output", "ray_address", "resources.max_concurrent", "resources.trial_retries",
+OPERATIONAL = ("output", "ray_address", "storage", "resources.max_concurrent", "resources.trial_retries",
                "resources.max_failures", "resources.cpus_per_worker", "resources.trial_cpus",
                "resources.gpus_per_worker", "resources.single_worker",
                "tracking.system_metrics_s")

@@ -60,6 +60,44 @@ def create_store(uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def store_problem(uri: str) -> str | None:
+    """Why a tracking store cannot be used, found before anything starts (None: no problem seen).
+
+    A tracking server (``http(s)://``) must answer ``/health`` now: MLflow's client would otherwise retry
+    for minutes before the first trial fails. A database URI (``postgresql://``, ``mysql://``, ...) needs its
+    driver in this environment; plain ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1 (``nerlab[lab]``
+    installs it). SQLite stores are checked by their callers (the file must exist, or its folder be writable)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as r:
+                if r.status == 200:
+                    return None
+                return f"the tracking server answered /health with HTTP {r.status}"
+        except urllib.error.HTTPError as e:
+            return f"the tracking server answered /health with HTTP {e.code}"
+        except (OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", None) or e
+            return f"the tracking server is unreachable ({reason})"
+    if scheme and scheme not in ("sqlite", "file", "databricks", "databricks-uc", "uc"):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            url = make_url(uri)
+            url.get_dialect().import_dbapi()
+        except (ArgumentError, NoSuchModuleError) as e:
+            return f"not a tracking store URI SQLAlchemy knows ({e})"
+        except ImportError as e:
+            return (f"no database driver for {url.drivername} in this environment ({e}); "
+                    "pip install 'nerlab[lab]' (psycopg 3 for postgresql://)")
+    return None
+
+
 def resolve_tracking(spec_uri: str | None, output: str | Path) -> tuple[str, str | None]:
     """Spec's URI, else MLFLOW_TRACKING_URI, else the embedded store. Returns (uri, artifact location)."""
     uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -142,13 +180,6 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
 
 def logged_steps(client: MlflowClient, run_id: str, key: str = N.VAL_F1) -> set[int]:
     return {m.step for m in client.get_metric_history(run_id, key)}
-
-
-def logged_models(client: MlflowClient, run_id: str, name: str = N.PYFUNC_MODEL) -> list[str]:
-    """Ids of the MLflow Models named ``name`` the run logged (its Models column), oldest first."""
-    outputs = client.get_run(run_id).outputs
-    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
-    return [i for i in ids if client.get_logged_model(i).name == name]
 
 
 DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "test"}

@@ -50,14 +50,18 @@ def store_uri(text: str) -> str:
 
 def client(uri: str):
     """A client of a store that exists: reading never creates (or migrates) a SQLite store; only the command
-    that owns it does (``tracking.create_store``). A missing one is no such study: a UsageError."""
+    that owns it does (``tracking.create_store``). A missing one is no such study, an unreachable server or
+    a database without its driver installed is bad input: a UsageError."""
     from mlflow.tracking import MlflowClient
 
-    from nerlab.platform.tracking.runs import sqlite_file
+    from nerlab.platform.tracking.runs import sqlite_file, store_problem
 
     sqlite = sqlite_file(uri)
     if sqlite is not None and not sqlite.is_file():
         raise UsageError(f"{sqlite}: the MLflow store does not exist (no study or job was started there)")
+    problem = store_problem(uri) if sqlite is None else None
+    if problem:
+        raise UsageError(f"{redact(uri)}: {problem}")
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -184,14 +188,18 @@ def fetch_model(model: str, uri: str | None, dst: Path) -> Path:
 
 def _model_dir_as_logged_model(model: str, uri: str | None) -> str:
     """``runs:/ID/model`` of a run whose weights are only in its MLflow Model (trials no longer log a plain
-    ``model`` folder beside it, so the weights are stored once): ``runs:/ID/tagger``; else ``model`` itself."""
+    ``model`` folder beside it, so the weights are stored once): that model, ``models:/MODEL_ID`` (its latest
+    complete one: a killed attempt may have left a partial one beside it); else ``model`` itself."""
+    from nerlab.dashboards.runs import logged_models
+
     parts = model[len("runs:/"):].strip("/").split("/") if model.startswith("runs:/") else []
     if len(parts) != 2 or parts[1] != N.MODEL_DIR:
         return model
     c = client(uri)
     if c.list_artifacts(parts[0], N.MODEL_DIR):  # an older run: its plain model folder
         return model
-    return f"runs:/{parts[0]}/{N.PYFUNC_MODEL}"
+    ready = logged_models(c, parts[0])
+    return f"models:/{ready[-1]}" if ready else f"runs:/{parts[0]}/{N.PYFUNC_MODEL}"
 
 
 def pyfunc_folder(mlmodel_dir: Path) -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerlab.models.wojood import WOJOOD_TYPES, read_file, to_flat, write_file
+from nerlab.platform.errors import SpecError, redact
 from nerlab.platform.specs.paths import writable_folder
 from nerlab.platform.specs.run import TINY_PLM, DataSpec
-from nerlab.platform.errors import SpecError
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,15 @@ def validate_files(task: str, train: str, val: str, test: str | None) -> None:
 
 
 def check_store(tracking_uri: str, where: str) -> None:
-    """A SQLite tracking store must be a file we can create or write; a server is checked by MLflow."""
-    from nerlab.platform.tracking.runs import sqlite_file
+    """A SQLite tracking store must be a file we can create or write; a tracking server must answer and a
+    database's driver be installed (``tracking.store_problem``)."""
+    from nerlab.platform.tracking.runs import sqlite_file, store_problem
 
     db = sqlite_file(tracking_uri)
     if db is None:
+        problem = store_problem(tracking_uri)
+        if problem:
+            raise SpecError(f"{where}: {redact(tracking_uri)}: {problem}")
         return
     if db.is_dir():
         raise SpecError(f"{where}: {db}: is a folder, not a SQLite file")

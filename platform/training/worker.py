@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file, save_model
 
+from nerlab.dashboards.runs import logged_models
 from nerlab.losses import LossConfig
 from nerlab.models import names as N
 from nerlab.models.encoding import WordPieces, encode
@@ -294,7 +295,7 @@ def _finish(w: Worker, state: LoopState, best: dict | None, val_s, val_w) -> Non
                 log.artifacts(out / sub, sub)
             log.tb.close()
             log.artifacts(log.tb_dir, N.TENSORBOARD_DIR)
-            if not T.logged_models(log.client, log.run_id, N.PYFUNC_MODEL):  # a resumed job logged it already
+            if not logged_models(log.client, log.run_id, N.PYFUNC_MODEL):  # a resumed job logged it already
                 from nerlab.platform.tracking.logged_model import log_tagger
 
                 log_tagger(out / N.MODEL_DIR, log.run_id, job.tracking_uri, val_s[0].tokens[:16] if val_s else ["."],

@@ -124,6 +124,18 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                     f"{t['masked']['ratio_from_loss']:.3f}x, {t['reference']['ratio_from_loss']:.3f}x)",
                     "unified-seed over unified, same batches and weights, fastest of interleaved epochs; "
                     "the loss's own forward + backward added to an epoch (`bench_seed_recipe.py`)"))
+    tl = load(folder, "tracking_load")
+    if tl:
+        sq = tl["sqlite"]
+        for name in sorted(k for k in tl if k.startswith("postgres_")):
+            pg = tl[name]
+            out.append((f"tracking server under {tl['loggers']} trial loggers, PostgreSQL ({name[9:-1]} worker(s)) "
+                        "vs SQLite", f"{pg['req_per_s']:.0f} vs {sq['req_per_s']:.0f} log_batch/s "
+                        f"(**{pg['req_per_s'] / sq['req_per_s']:.2f}x**), p95 {pg['p95_ms']:.0f} vs "
+                        f"{sq['p95_ms']:.0f} ms, errors {pg['errors']} vs {sq['errors']}",
+                        f"{tl['loggers']} processes x {tl['batches']} log_batch of {tl['metrics_per_batch']} metrics, "
+                        "client retries off; SQLite: the study's own server (1 worker); PostgreSQL 15 + S3 "
+                        "(SeaweedFS) as README's lab setup; same machine, one run (`bench_tracking_load.py`)"))
     out += gpu_rows(folder)
     return out
 

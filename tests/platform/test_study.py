@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +14,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from lab import kill_tree  # noqa: E402  (tests/lab.py)
 pytestmark = pytest.mark.slow
 
 BASE = {
@@ -224,25 +224,6 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
     for r in trials:  # each epoch logged once, the resumed ones included
         assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/micro_f1")) == \
             list(range(1, epochs + 1)), r.info.run_id
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process it started (its local Ray included), and nothing else: other
-    Ray instances on the machine are left alone."""
-    import psutil
-
-    try:
-        tree = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    psutil.wait_procs(tree, timeout=30)
 
 
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))

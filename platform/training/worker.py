@@ -234,11 +234,11 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
                 best = weights(model, "cpu")
             state.history.append(entry)
             mark("worker.epoch_scored", epoch=epoch)
-            _report_epoch(w, entry, state, best, started)
-            mark("worker.epoch_reported", epoch=epoch)
-            if w.log:
+            if w.log:  # MLflow before Tune: a trial that ASHA stops at this report keeps this epoch's metrics
                 w.log.epoch(entry)
             mark("worker.epoch_logged", epoch=epoch)
+            _report_epoch(w, entry, state, best, started)
+            mark("worker.epoch_reported", epoch=epoch)
 
         _finish(w, state, best, val_s, val_w)
     finally:  # stopped by Tune (SystemExit at a report), failed, or done

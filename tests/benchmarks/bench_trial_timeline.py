@@ -44,9 +44,9 @@ PHASES = [
     ("worker MLflow set-up", "worker.model_built", "worker.setup_done", "TensorBoard writer, logged steps, worker tags"),
     ("training steps", "worker.epoch_start", "worker.epoch_trained", "the epoch's forward/backward/step"),
     ("validation scoring", "worker.epoch_trained", "worker.epoch_scored", "predict + score val"),
-    ("checkpoint + epoch report", "worker.epoch_scored", "worker.epoch_reported", "safetensors + optimiser state, Ray checkpoint persisted, report"),
-    ("epoch MLflow metrics", "worker.epoch_reported", "worker.epoch_logged", "TensorBoard + log_batch"),
-    ("final val scoring", "worker.epoch_logged", "worker.final_val_scored", "best weights, val again"),
+    ("epoch MLflow metrics", "worker.epoch_scored", "worker.epoch_logged", "TensorBoard + log_batch"),
+    ("checkpoint + epoch report", "worker.epoch_logged", "worker.epoch_reported", "safetensors + optimiser state, Ray checkpoint persisted, report"),
+    ("final val scoring", "worker.epoch_reported", "worker.final_val_scored", "best weights, val again"),
     ("final test scoring", "worker.final_val_scored", "worker.final_test_scored", "test read, encoded, predicted, scored"),
     ("model folder + outputs", "worker.final_test_scored", "worker.outputs_written", "model saved, reports, predictions"),
     ("MLflow artifacts", "worker.outputs_written", "worker.artifacts_logged", "final metrics, 5 artifact folders uploaded"),
@@ -91,9 +91,9 @@ def breakdown(ev: dict[str, float]) -> dict:
     if "job.fit_start" in ev:  # a Ray Train job: its worker loop starts after the worker group
         phases.pop("inline: loop start", None)
     return {"phases": phases,
-            "last_epoch_to_trial_end_s": ev["trial.end"] - ev["worker.epoch_logged"],
+            "last_epoch_to_trial_end_s": ev["trial.end"] - ev["worker.epoch_reported"],
             "trial_start_to_first_step_s": ev["worker.epoch_start"] - ev["trial.start"],
-            "last_epoch_to_tune_final_s": ev["tune.final_result"] - ev["worker.epoch_logged"],
+            "last_epoch_to_tune_final_s": ev["tune.final_result"] - ev["worker.epoch_reported"],
             "trial_fixed_s": (ev["tune.final_result"] - ev["trial.start"])
             - sum(phases.get(k, 0.0) for k in TRAINING)}
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 STUDY = {
     "name": "twice", "task": "nested", "data": {"synth": {"sentences": 160, "seed": 0}},
-    "model": {"max_length": 64}, "train": {"epochs": 3, "batch_size": 16, "lr": 3.0e-3},
+    "model": {"max_length": 64}, "train": {"epochs": 8, "batch_size": 16, "lr": 3.0e-3},
     "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"], "variance_penalty": [0.0],
                "seeds": [1]},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.45, "max_concurrent": 2},
@@ -107,6 +107,14 @@ def trial_runs(out: Path, experiment: str):
     return [r for r in runs(out, experiment) if r.data.tags.get("nerlab.trial")]
 
 
+def mid_way(out: Path, run, epochs_left: int) -> bool:
+    """A RUNNING trial run with at least one epoch logged and ``epochs_left`` or more still to train."""
+    if run.info.status != "RUNNING":
+        return False
+    logged = len(MlflowClient(f"sqlite:///{out / 'mlflow.db'}").get_metric_history(run.info.run_id, "val/micro_f1"))
+    return 1 <= logged <= STUDY["train"]["epochs"] - epochs_left
+
+
 def write(tmp: Path, name: str, spec: dict) -> Path:
     path = tmp / name
     path.write_text(yaml.safe_dump(spec))
@@ -128,16 +136,15 @@ def test_one_run_per_trial_however_often_from_however_many_shells_and_after_sigt
     code, _, refusal = loser.wait(10)
     assert code == 2 and len(refusal.strip().splitlines()) == 1, refusal[-2000:]
     assert f"study twice ({out}) is already running: pid {winner.proc.pid} on " in refusal
-    # SIGTERM the running driver once a trial has logged an epoch: every process it started ends with it.
+    # SIGTERM the running driver while a trial is mid-way: every process it started ends with it.
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         winner.poll_children()
         if winner.proc.poll() is not None:
             pytest.fail(f"the driver ended early: {winner.wait(5)[2][-3000:]}")
         # Query the store once the study's server has set it up (a client would create it otherwise).
-        if (out / "mlflow-server.url").exists() and any(
-                r.data.metrics.get("val/micro_f1") is not None for r in trial_runs(out, "twice")):
-            break
+        if (out / "mlflow-server.url").exists() and any(mid_way(out, r, epochs_left=3) for r in trial_runs(out, "twice")):
+            break  # a trial is running with an epoch logged and three or more to go: the SIGTERM cuts it
         time.sleep(1)
     else:
         pytest.fail("no trial logged an epoch in time")
@@ -177,7 +184,7 @@ def test_one_run_per_trial_however_often_from_however_many_shells_and_after_sigt
     p = subprocess.run(cli("study", "run", str(changed), "--output", str(out)), cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr[-2000:]
-    assert "train.epochs 3 -> 4" in p.stderr and "--replace" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert "train.epochs 8 -> 4" in p.stderr and "--replace" in p.stderr and len(p.stderr.splitlines()) == 1
     assert len(runs(out, "twice")) == 3
 
 

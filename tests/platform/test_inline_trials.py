@@ -95,7 +95,7 @@ def test_killed_inline_trial_resumes_from_its_checkpoint_into_its_one_run(tmp_pa
         while victim is None and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.5)
             starts = [json.loads(x) for x in timeline.read_text().splitlines()] if timeline.exists() else []
-            epochs = [e for e in starts if e["event"] == "worker.epoch_logged"]
+            epochs = [e for e in starts if e["event"] == "worker.epoch_reported"]
             if epochs and epochs[-1]["epoch"] >= 2:  # two epochs checkpointed and logged: kill the trial
                 victim = epochs[-1]["pid"]
                 assert "ImplicitFunc" in " ".join(psutil.Process(victim).cmdline())  # the Tune trial itself

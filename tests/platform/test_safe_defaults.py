@@ -167,7 +167,7 @@ def test_nerlab_ui_serves_on_loopback_unless_asked() -> None:
 
 
 @pytest.mark.slow
-def test_local_ray_dashboard_listens_on_loopback_only(ray_2_cpus, listening, outside_address) -> None:
+def test_local_ray_dashboard_listens_on_loopback_only(local_ray, listening, outside_address) -> None:
     """The dashboard of a local Ray that nerlab starts (its state API, RAY_API_SERVER_ADDRESS) listens on
     127.0.0.1 only and refuses the machine's other address; Ray's tasks get MLflow's telemetry off.
 
@@ -178,19 +178,20 @@ def test_local_ray_dashboard_listens_on_loopback_only(ray_2_cpus, listening, out
 
     import psutil
 
-    api = os.environ["RAY_API_SERVER_ADDRESS"]
-    port = int(api.rsplit(":", 1)[1])
-    assert api == f"http://127.0.0.1:{port}"
-    sockets = listening(psutil.Process().children(recursive=True))  # the Ray processes this driver started
-    assert {ip for ip, p in sockets if p == port} == {"127.0.0.1"}, sockets
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((outside_address, port), timeout=10).close()
+    with local_ray(num_cpus=2):  # shut down after the test: a later one needs no Ray running
+        api = os.environ["RAY_API_SERVER_ADDRESS"]
+        port = int(api.rsplit(":", 1)[1])
+        assert api == f"http://127.0.0.1:{port}"
+        sockets = listening(psutil.Process().children(recursive=True))  # the Ray processes this driver started
+        assert {ip for ip, p in sockets if p == port} == {"127.0.0.1"}, sockets
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outside_address, port), timeout=10).close()
 
-    @ray.remote(num_cpus=0)
-    def telemetry() -> str | None:
-        return os.environ.get("MLFLOW_DISABLE_TELEMETRY")
+        @ray.remote(num_cpus=0)
+        def telemetry() -> str | None:
+            return os.environ.get("MLFLOW_DISABLE_TELEMETRY")
 
-    assert ray.get(telemetry.remote()) == os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")
+        assert ray.get(telemetry.remote()) == os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def test_no_wildcard_bind_address_in_the_product() -> None:

@@ -546,6 +546,14 @@ def test_nerlab_ui_takes_a_free_port_when_5000_is_taken(tmp_path) -> None:
             squatter.close()
 
 
+def _alive(p) -> bool:
+    """Not ended: a process killed a moment ago stays in the table (a zombie) until its parent reaps it."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_local_ray_takes_another_dashboard_port_when_its_own_was_taken(monkeypatch) -> None:
@@ -563,7 +571,7 @@ def test_local_ray_takes_another_dashboard_port_when_its_own_was_taken(monkeypat
         jobs.connect_ray(None, num_cpus=1)
         port = int(os.environ["RAY_API_SERVER_ADDRESS"].rsplit(":", 1)[1])
         assert port != taken and mlflow_server.listens(os.getpid(), port)
-        gcs = [p for p in psutil.Process().children(recursive=True) if p.name() == "gcs_server"]
+        gcs = [p for p in psutil.Process().children(recursive=True) if _alive(p) and p.name() == "gcs_server"]
         assert len(gcs) == 1, gcs  # the failed try's GCS is gone
     finally:
         ray.shutdown()

@@ -2,7 +2,7 @@
 
 Each trial's driver (``trial_driver``) trains one job: a one-worker trial in its own process (the Tune
 trial is the worker, and Tune reuses it for the next trial, so torch, tokenizers and encoded data stay
-loaded), a trial of several workers as a Ray Train job from jobs.py whose rank 0 reports are relayed to
+loaded), a trial of several workers as a Ray Train job from training/job.py whose rank 0 reports are relayed to
 Tune. Identity is what makes resuming safe: the study's parent run is found by its name, a trial's MLflow
 run by its Tune trial id, and a trial's checkpoints are its Tune trial's (inline) or its Ray Train run's,
 named after that id, so a resumed or retried trial continues its checkpoints in its one MLflow run.

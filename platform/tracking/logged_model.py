@@ -1,4 +1,4 @@
-"""Log a saved tagger folder as an MLflow Model (pyfunc, models from code; see ``pyfunc_model.py``)."""
+"""Log a saved tagger folder as an MLflow Model (pyfunc, models from code; see ``pyfunc.py``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def signature():
     from mlflow.types.schema import Array
 
     # no input schema: MLflow would enforce it before the model sees its input, dropping a list of sentences
-    # (an unknown column `0`) and handing over an empty frame; pyfunc_model.sentences_of checks the input instead
+    # (an unknown column `0`) and handing over an empty frame; pyfunc.sentences_of checks the input instead
     # (the input example shows its shape)
     outputs = Schema([ColSpec(Array(DataType.string), "tokens"), ColSpec(Array(DataType.string), "tags")])
     return ModelSignature(None, outputs, ParamSchema([ParamSpec("batch_size", DataType.long, 32)]))

@@ -186,7 +186,8 @@ class S3:
         (self.folder / "data").mkdir(exist_ok=True)
         log = self.folder / "weed.log"
         self.proc = subprocess.Popen(
-            [weed_bin(), "server", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            [weed_bin(), f"-logdir={self.folder}", "server", f"-dir={self.folder / 'data'}",  # its logs not in /tmp
+             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3.port.iceberg=0",  # no Iceberg catalog on its fixed 8181
              f"-master.port={master}", f"-master.port.grpc={mgrpc}", "-master.volumeSizeLimitMB=64",
              f"-volume.port={volume}", f"-volume.port.grpc={vgrpc}", "-volume.max=16",
              "-filer", f"-filer.port={filer}", f"-filer.port.grpc={fgrpc}",

@@ -15,4 +15,4 @@ fi
 [ -n "${NERLAB_SETUP_DONE:-}" ] || bash scripts/setup.sh  # .ci/run has just run it
 . .venv/bin/activate
 export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0 PYTHONUNBUFFERED=1
-python -m pytest tests -q "${marker[@]}" "$@"
+python -m pytest tests -q --durations=30 "${marker[@]}" "$@"

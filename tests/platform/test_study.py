@@ -156,15 +156,17 @@ TRIAL_PROGRESS = """
 """
 
 
-def trial_progress(out: Path, experiment: str) -> dict[str, tuple[str, int]]:
-    """A running study's trial runs, read from its SQLite store: run id -> (status, epochs logged).
+def trial_progress(out: Path, experiment: str, writers_alive: bool = True) -> dict[str, tuple[str, int]]:
+    """A study's trial runs, read from its SQLite store: run id -> (status, epochs logged).
 
-    Read-only and with SQLite alone: an MLflow client would create or migrate the schema of a store that
-    the study's MLflow server may be creating at that moment. Empty until the server has made its tables."""
+    With SQLite alone: an MLflow client would create or migrate the schema of a store that the study's MLflow
+    server may be creating at that moment. Empty until the server has made its tables. While the study runs
+    the store is opened read-only; once its writers are killed it is opened read-write, because a writer
+    killed mid-transaction leaves a hot journal that only a connection allowed to write can roll back."""
     db = out / "mlflow.db"
     if not db.exists():
         return {}
-    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=60)
+    con = sqlite3.connect(f"{db.as_uri()}?mode={'ro' if writers_alive else 'rw'}", uri=True, timeout=60)
     try:
         return {run: (status, epochs) for run, status, epochs in con.execute(TRIAL_PROGRESS, (experiment,))}
     except sqlite3.OperationalError as e:
@@ -205,7 +207,7 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
             pytest.fail(f"no trial finished while another was mid-way in time:\n{log.read_text()[-3000:]}")
     finally:
         kill_tree(proc)
-    finished, midway = finished_and_midway(trial_progress(out, "resume"))
+    finished, midway = finished_and_midway(trial_progress(out, "resume", writers_alive=False))
     assert 1 <= len(finished) < 4, "the kill came after the study's end"
     assert midway, "no trial was mid-way at the kill"  # (a killed driver leaves its runs RUNNING)
     client, _, before = trial_runs(out, "resume")

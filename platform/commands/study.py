@@ -19,7 +19,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from nerlab.platform.studies.driver import load_saved_study, run_study
+    from nerlab.platform.studies.driver import run_study
+    from nerlab.platform.studies.state import load_saved_study
 
     spec = load_saved_study(args.study)
     summary = _with_report(run_study(spec, source=str(Path(spec.output) / N.STUDY_FILE), console=_console(args)))
@@ -43,6 +44,9 @@ def cmd_status(args) -> int:
     interrupted = f", {st['interrupted']} interrupted (resumed by study run or resume)" if st["interrupted"] else ""
     print(f"{st['study']}: {st['done']} done, {st['running']} running, {st['pending']} pending, "
           f"{st['failed']} failed{interrupted} (of {st['total']})")
+    if len(st["rounds"]) > 1:  # a grown study: which trials came with which command
+        for r in st["rounds"]:
+            print(f"  round {r['round']} ({r['what']}): {r['done']} done of {r['trials']} started")
     if st["best"]:
         b = st["best"]
         print(f"best so far: val micro-F1 {b['val_f1']:.4f} (trial {b['trial']}: {b['plm']}, {b['loss']}, "

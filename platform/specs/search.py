@@ -3,6 +3,9 @@ one trial (the study's shared settings plus the trial's point). Pure functions o
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import math
 from dataclasses import replace
 
@@ -33,16 +36,42 @@ def param_space(spec: StudySpec) -> dict:
     return space
 
 
-def grid_size(spec: StudySpec) -> int:
+def grid_axes(spec: StudySpec) -> dict[str, list]:
+    """A grid's axes as Tune names them in a trial's config (plm, loss, variance_penalty, seed, lr, ...)."""
     s = spec.search
-    if s.mode == "optuna":
-        return s.num_samples
-    axes = [s.plm, s.losses, s.variance_penalty, s.seeds] + [getattr(s, k) for k in s.axes]
-    return math.prod(len(a) for a in axes if a is not None)
+    axes = {"plm": list(s.plm), "loss": list(s.losses), "variance_penalty": list(s.variance_penalty),
+            "seed": list(s.seeds)}
+    axes.update({k: list(getattr(s, k)) for k in s.axes if getattr(s, k) is not None})
+    return axes
+
+
+def grid_points(spec: StudySpec) -> list[dict]:
+    """Every point of a grid, in a fixed order (the first axis varies slowest)."""
+    axes = grid_axes(spec)
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def grid_size(spec: StudySpec) -> int:
+    if spec.search.mode == "optuna":
+        return spec.search.num_samples
+    return math.prod(len(a) for a in grid_axes(spec).values())
+
+
+def trial_key(spec: StudySpec, point: dict, tune_trial_id: str) -> str:
+    """A trial's identity, which finds its MLflow run in any later command.
+
+    A grid trial is its point: the same point run by a resumed, restarted or grown study is the same trial
+    (``p-`` and a hash of the point's canonical JSON). An Optuna trial is its Tune trial: two trials of one
+    search may sample the same point."""
+    if spec.search.mode != "grid":
+        return tune_trial_id
+    text = json.dumps({k: point[k] for k in grid_axes(spec)}, sort_keys=True, ensure_ascii=False)
+    return "p-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def trial_run_spec(spec: StudySpec, point: dict, trial_id: str) -> tuple[RunSpec, str]:
-    """The run spec of one trial (the study's shared settings plus its point) and its loss name."""
+    """The run spec of one trial (the study's shared settings plus its point, named after ``trial_id``, its
+    ``trial_key``) and its loss name."""
     base = spec.base_run()
     if "loss" in point:
         loss = LossSpec(preset=None, weights=spec.search.losses[point["loss"]])

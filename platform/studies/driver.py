@@ -3,9 +3,11 @@
 Each trial's driver (``trial_driver``) trains one job: a one-worker trial in its own process (the Tune
 trial is the worker, and Tune reuses it for the next trial, so torch, tokenizers and encoded data stay
 loaded), a trial of several workers as a Ray Train job from training/job.py whose rank 0 reports are relayed to
-Tune. Identity is what makes resuming safe: the study's parent run is found by its name, a trial's MLflow
-run by its Tune trial id, and a trial's checkpoints are its Tune trial's (inline) or its Ray Train run's,
-named after that id, so a resumed or retried trial continues its checkpoints in its one MLflow run.
+Tune. Identity is what makes resuming and growing safe: the study's parent run is found by its name, a
+trial's MLflow run by its key (a grid trial's point, an Optuna trial's Tune id), so whatever command runs a
+point again (a resume, a restart after Tune saved nothing, a grown grid) continues that point's one run.
+Each command runs only the points without a finished run. A trial's checkpoints are its Tune trial's
+(inline) or its Ray Train run's, named after its key, so a resumed or retried trial continues from them.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from nerlab.models import names as N
-from nerlab.platform.studies import ownership
+from nerlab.platform.errors import UsageError
+from nerlab.platform.studies import growth, ownership
 from nerlab.platform.tracking import server as mlflow_server
 from nerlab.platform.tracking import runs as T
 from nerlab.platform.tracking import storage
 from nerlab.platform.training.job import check_start, connect_ray, finish_job, job_for, open_run, run_job, use_gpu
 from nerlab.platform.training.inputs import Inputs, prepare_data, prepare_plm
 from nerlab.platform.studies.live_view import Console, TrialProgress, showing
-from nerlab.platform.specs.search import param_space, trial_run_name, trial_run_spec
+from nerlab.platform.specs.search import grid_points, param_space, trial_key, trial_run_name, trial_run_spec
 from nerlab.platform.specs.study import StudySpec
-from nerlab.platform.studies.state import load_saved_study, parent_run, study_status, trial_runs
+from nerlab.platform.studies.state import parent_run, saved_spec, study_status, trial_runs
 from nerlab.platform.training.timeline import mark
 from nerlab.platform.training.sessions import TuneSession
 from nerlab.platform.training.worker import run_worker
@@ -52,6 +55,12 @@ class StudyContext:
     storage: str  # Ray Train checkpoints
     tracking_uri: str
     local_server: bool  # a local MLflow server in front of a SQLite store: its URL changes per driver start
+    round: int  # the study's round this command runs (1, then one more per growth)
+
+    @property
+    def tune_name(self) -> str:
+        """Tune's experiment of this round: a resumed round restores it, a grown study starts the next one."""
+        return self.spec.name if self.round == 1 else f"{self.spec.name}-round{self.round}"
 
     def current_tracking_uri(self) -> str:
         """The study's tracking URI as of now. A local server gets a new port each time the driver starts,
@@ -63,9 +72,10 @@ class StudyContext:
 
 def trial_driver(config: dict, ctx: StudyContext) -> None:
     spec = ctx.spec
-    trial_id = tune.get_context().get_trial_id()
-    mark("trial.start", trial=trial_id)
+    tune_id = tune.get_context().get_trial_id()
+    mark("trial.start", trial=tune_id)
     point = dict(config)
+    trial_id = trial_key(spec, point, tune_id)
     run, loss_name = trial_run_spec(spec, point, trial_id)
     inputs = Inputs(**ctx.data, plm=ctx.plms[point["plm"]])
     tags = {"study": spec.name, "trial": trial_id, "loss": loss_name, "plm": point["plm"]}
@@ -80,22 +90,23 @@ def trial_driver(config: dict, ctx: StudyContext) -> None:
         return
     client, mlrun = open_run(run, inputs, f"{spec.name}/{trial_id}", uri, None, ctx.experiment,
                              parent_run_id=ctx.parent_run_id,
-                             extra_tags={N.TRIAL_TAG: trial_id, N.STUDY_TAG: spec.name, **tags},
+                             extra_tags={N.TRIAL_TAG: trial_id, N.TUNE_TRIAL_TAG: tune_id, N.ROUND_TAG: str(ctx.round),
+                                         N.STUDY_TAG: spec.name, **tags},
                              run_name=trial_run_name(point, loss_name))
     T.log_params(client, mlrun.info.run_id, {"trial": point})
-    mark("trial.run_opened", trial=trial_id)
+    mark("trial.run_opened", trial=tune_id)
     if spec.resources.inline:
         # This process is the job's one worker: checkpoints, reports and restores go through Tune. A stop
         # from ASHA ends the loop at its next report; CloseTrialRuns closes the run, as for a Train job.
         run_worker(job_for(run, inputs, uri, mlrun.info.run_id), TuneSession(use_gpu(run)))
         client.set_terminated(mlrun.info.run_id, status="FINISHED")
-        mark("trial.end", trial=trial_id)
+        mark("trial.end", trial=tune_id)
         return
     result = run_job(run, inputs, uri, mlrun.info.run_id, ctx.storage,
                      name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
-    mark("trial.fit_returned", trial=trial_id)
+    mark("trial.fit_returned", trial=tune_id)
     finish_job(client, mlrun.info.run_id, result, model_dest=None)
-    mark("trial.end", trial=trial_id)
+    mark("trial.end", trial=tune_id)
 
 
 class CloseTrialRuns(tune.Callback):
@@ -109,7 +120,8 @@ class CloseTrialRuns(tune.Callback):
 
     def _close(self, trial, status: str) -> None:
         client = T.MlflowClient(self.ctx.current_tracking_uri())
-        run = T.find_run(client, self.experiment_id, N.TRIAL_TAG, trial.trial_id)
+        key = trial_key(self.ctx.spec, dict(trial.config), trial.trial_id)
+        run = T.find_run(client, self.experiment_id, N.TRIAL_TAG, key)
         if run is None or run.info.status != "RUNNING":
             return
         last = trial.last_result or {}
@@ -154,9 +166,13 @@ def _asha(spec: StudySpec):
                          reduction_factor=asha.reduction_factor, stop_last_trials=False)
 
 
-def _searcher(spec: StudySpec, out: Path):
+def _searcher(spec: StudySpec, out: Path, todo: list[dict]):
+    """A grid's points still to run, in order; or Optuna's TPE over the search space. Its history is kept in
+    ``optuna.db`` beside the store, so a grown search proposes its next points knowing every earlier result."""
     if spec.search.mode != "optuna":
-        return None
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(points_to_evaluate=todo, max_concurrent=spec.resources.max_concurrent)
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -167,7 +183,9 @@ def _searcher(spec: StudySpec, out: Path):
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
 
-def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool, root: str) -> tune.Tuner:
+def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool, root: str,
+           todo: list[dict], samples: int) -> tune.Tuner:
+    """Tune's run of this command: the grid's points ``todo``, or ``samples`` more Optuna trials."""
     r = spec.resources
     # The study's context (paths, tracking URI, parent run) travels beside the search space, not in it:
     # Tune shows and records only the trial's own point.
@@ -179,17 +197,15 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
     space = param_space(spec)
     if restore:
-        return tune.Tuner.restore(storage.join(root, "tune", spec.name), trainable=trainable, param_space=space,
+        return tune.Tuner.restore(storage.join(root, "tune", ctx.tune_name), trainable=trainable, param_space=space,
                                   resume_errored=True)
     scheduler = _asha(spec)
-    searcher = _searcher(spec, out)
     return tune.Tuner(
         trainable, param_space=space,
-        tune_config=tune.TuneConfig(metric=N.TUNE_VAL_F1, mode="max", search_alg=searcher, scheduler=scheduler,
-                                    num_samples=spec.search.num_samples if searcher else 1,
-                                    max_concurrent_trials=None if searcher else r.max_concurrent,
+        tune_config=tune.TuneConfig(metric=N.TUNE_VAL_F1, mode="max", search_alg=_searcher(spec, out, todo),
+                                    scheduler=scheduler, num_samples=samples,
                                     reuse_actors=r.inline),  # torch, the tokenizer and encoded data stay loaded
-        run_config=tune.RunConfig(name=spec.name, storage_path=storage.join(root, "tune"), callbacks=callbacks,
+        run_config=tune.RunConfig(name=ctx.tune_name, storage_path=storage.join(root, "tune"), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=retries), verbose=1,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
@@ -217,15 +233,13 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
     root = storage.study_root(spec.storage, spec.output, spec.name, _digest(spec))  # tune/ and ray-train/
     mark("study.start")
     with ExitStack() as stack:
-        done = _claim(stack, spec, store_uri, source, replace_old)
+        done, grows = _claim(stack, spec, store_uri, source, replace_old)
         if done is not None:
             return done
         T.create_store(store_uri)  # once, under the lock, before the server or any reader opens it
-        if console is not None:
-            stack.enter_context(showing(console, spec))
+        view = stack.enter_context(showing(console, spec)) if console is not None else None
         data, plms = _prepare_inputs(spec)
         mark("study.prepared")
-        (out / N.STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
             # Up (its port bound) before Ray starts: Ray's processes bind ports of their own, and one took the
@@ -239,10 +253,17 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         exp_id = T.ensure_experiment(client, experiment, artifacts)
         parent, created = T.find_or_create_run(client, exp_id, N.STUDY_RUN_TAG, spec.name, run_name=spec.name,
                                                tags={N.KIND_TAG: "study", N.GIT_COMMIT_TAG: T.git_commit(),
-                                                     N.DIGEST_TAG: _digest(spec)})
+                                                     N.DIGEST_TAG: _digest(spec), N.ROUNDS_TAG: "1"})
+        round_no = int(parent.data.tags.get(N.ROUNDS_TAG, "1"))
+        if grows:  # a new round: said on the parent run before the grown spec is saved, so a rerun of an
+            round_no += 1  # interrupted growth finds the round (and no difference) and continues it
+            T.set_tags(client, parent.info.run_id, {N.ROUNDS_TAG: str(round_no), N.DIGEST_TAG: _digest(spec),
+                                                    N.ROUND_NOTE_TAG.format(round_no): grows})
+        (out / N.STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
+        if created or grows:  # the spec the study runs now (its params stay the first round's: MLflow
+            client.log_artifact(parent.info.run_id, str(out / N.STUDY_FILE), N.CONFIG_DIR)  # keeps params)
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
-            client.log_artifact(parent.info.run_id, str(out / N.STUDY_FILE), N.CONFIG_DIR)
             # The gold files travel with the study, so `nerlab select` can bootstrap (val) and score an
             # ensemble (val, test) on any machine.
             for split in ("val", "test"):
@@ -250,7 +271,14 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
                     _log_as(client, parent.info.run_id, data[split], N.gold_file(split))
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=experiment, parent_run_id=parent.info.run_id,
-                           storage=storage.join(root, "ray-train"), tracking_uri=uri, local_server=uri != store_uri)
+                           storage=storage.join(root, "ray-train"), tracking_uri=uri, local_server=uri != store_uri,
+                           round=round_no)
+        finished = {r.data.tags.get(N.TRIAL_TAG) for r in trial_runs(client, parent) if r.info.status == "FINISHED"}
+        todo = [p for p in grid_points(spec) if trial_key(spec, p, "") not in finished] \
+            if spec.search.mode == "grid" else []
+        samples = len(todo) if spec.search.mode == "grid" else max(0, spec.search.num_samples - len(finished))
+        if view is not None:
+            view.plan(kept=finished, grows=grows)
         mark("study.server_and_parent_run")
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command
@@ -259,9 +287,10 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         callbacks = [CloseTrialRuns(ctx, exp_id), TrialProgress()]
-        restore = tune.Tuner.can_restore(storage.join(root, "tune", spec.name))
+        restore = tune.Tuner.can_restore(storage.join(root, "tune", ctx.tune_name))
         try:
-            results = _tuner(spec, ctx, out, callbacks, restore, root).fit()
+            results = _tuner(spec, ctx, out, callbacks, restore, root, todo, samples).fit() \
+                if restore or samples else []
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: the study and its open trials
             for run in trial_runs(client, parent):
                 if run.info.status == "RUNNING":
@@ -269,7 +298,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
             client.set_terminated(parent.info.run_id, status="KILLED")
             raise
         mark("study.tune_done")
-        summary = _finish_study(client, spec, parent.info.run_id, exp_id, out, results)
+        summary = _finish_study(client, spec, parent, exp_id, out, results)
         mark("study.finished")
     return summary
 
@@ -284,42 +313,50 @@ def _digest(spec: StudySpec) -> str:
     return ownership.digest(T.flatten(T.spec_params(spec)))
 
 
-def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str, replace_old: bool) -> dict | None:
-    """Make this driver the study's only one and check that an existing study is this spec's.
+def _claim(stack: ExitStack, spec: StudySpec, store_uri: str, source: str,
+           replace_old: bool) -> tuple[dict | None, str | None]:
+    """Make this driver the study's only one and check that an existing study is this spec's, or grows to it.
 
-    Returns None to go on (a new study, or one to continue), or the summary of a study that already
-    finished (nothing to run). A study started with another spec is refused, or archived with
-    ``replace_old``: its output folder moves aside, and on a tracking server its parent run is renamed.
+    Returns (the summary of a study that already finished: nothing to run, else None to go on; what this
+    command adds to a study whose spec grew, else None). A study started with a spec this one does not
+    grow is refused naming the keys, or archived with ``replace_old``: its output folder moves aside, and
+    on a tracking server its parent run is renamed.
     """
     out = Path(spec.output)
     what = f"study {spec.name} ({out})"
     stack.enter_context(ownership.FolderLock(out, what))
     parent = parent_run(store_uri, spec)
-    saved = out / N.STUDY_FILE
-    if saved.is_file():
-        old = T.flatten(T.spec_params(load_saved_study(str(out))))
-    elif parent is not None:
-        old = dict(parent.data.params)
-    else:
-        return None
-    refusal = (f"{source}: study {spec.name} at {out} was started with another spec ({{diff}}); give the study "
-               f"another name or --output, or add --replace to archive the old one and start anew")
-    if ownership.same_or_archived(stack, out, what, old, T.flatten(T.spec_params(spec)), replace_old, refusal):
+    old = saved_spec(out, parent, store_uri)
+    if old is None:
+        return None, None
+    added, blocked = growth.compare(old, spec)
+    if blocked and not replace_old:
+        raise UsageError(f"{source}: study {spec.name} at {out} was started with another spec, which this one does "
+                         f"not grow ({'; '.join(blocked)}); only values added to the search's axes (or a higher "
+                         f"num_samples) grow a study: give the study another name or --output, or add --replace to "
+                         f"archive the old one and start anew")
+    if blocked:
+        ownership.archive_and_relock(stack, out, what)
         if parent is not None and not _local_store(store_uri, out):  # the old study's run, renamed
             stamp = f"{spec.name}~archived-{parent.info.run_id[:8]}"
             T.set_tags(T.MlflowClient(store_uri), parent.info.run_id, {N.STUDY_RUN_TAG: stamp, "mlflow.runName": stamp})
-        return None
+        return None, None
+    if added:
+        return None, growth.describe(old, spec, added)
     if parent is not None and parent.info.status == "FINISHED":
         status = study_status(spec)
         return {"study": spec.name, "trials": status["done"], "errors": status["failed"], "output": str(out),
                 "finished_before": True, **({"best_config": status["best"]["config"],
-                                             "best_val_f1": status["best"]["val_f1"]} if status["best"] else {})}
-    return None
+                                             "best_val_f1": status["best"]["val_f1"]} if status["best"] else {})}, None
+    return None, None
 
 
-def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Path, results) -> dict:
+def _finish_study(client, spec: StudySpec, parent, exp_id: str, out: Path, results) -> dict:
+    """The study's leaderboard over all its trials (every round), its best, and its parent run closed.
+    ``trials`` counts the study's trials, ``ran`` those this command ran."""
     from nerlab.dashboards.leaderboard import format_board, leaderboard_frame
 
+    parent_id = parent.info.run_id
     board = leaderboard_frame(client, exp_id, parent_id)
     board_dir = out / "leaderboard"
     board_dir.mkdir(exist_ok=True)
@@ -327,7 +364,8 @@ def _finish_study(client, spec: StudySpec, parent_id: str, exp_id: str, out: Pat
     (board_dir / "leaderboard.txt").write_text(format_board(board) + "\n")
     client.log_artifacts(parent_id, str(board_dir), N.LEADERBOARD_DIR)
     errors = sum(1 for r in results if r.error is not None)
-    summary = {"study": spec.name, "trials": len(results), "errors": errors, "output": str(out)}
+    summary = {"study": spec.name, "trials": len(trial_runs(client, parent)), "ran": len(results), "errors": errors,
+               "output": str(out)}
     if len(board):
         best = board.iloc[0]
         summary.update(best_config=best["config"], best_val_f1=float(best["val_f1_mean"]))

@@ -28,7 +28,7 @@ from ray.train import UserCallback
 
 from nerlab.models import names as N
 from nerlab.platform.specs.run import RunSpec
-from nerlab.platform.specs.search import grid_size, trial_run_name, trial_run_spec
+from nerlab.platform.specs.search import grid_size, trial_key, trial_run_name, trial_run_spec
 from nerlab.platform.specs.study import StudySpec
 
 LOG_FILE = "logs/study.log"  # under the study's output folder
@@ -59,6 +59,7 @@ class View:
         self.stream, self.spec, self.console, self.log = stream, spec, console, log
         self.tty = (not console.verbose) and stream.isatty()
         self.total = grid_size(spec)
+        self.kept: set[str] = set()  # keys of the trials finished before this command: counted as done
         self.start = time.monotonic()
         self.last_status: float | None = None  # when the last status line was printed; None: none yet
         self.shown: set[str] = set()  # trials whose end was printed
@@ -83,9 +84,21 @@ class View:
         if self.log is not None:
             self._write(f"Ray's and the workers' output: {self.log} (--verbose shows it here)")
 
+    def plan(self, kept: set[str], grows: str | None) -> None:
+        """What this command runs, once the study's store is read: the trials (keys) ``kept`` had finished
+        before it (a restored Tune run lists them too: they count once); ``grows``: what a grown spec adds."""
+        self.kept = set(kept)
+        if grows:
+            self._write(f"  {grows}; {len(kept)} done are kept")
+        elif kept:
+            self._write(f"  {len(kept)} of {self.total} trials had finished: kept")
+
+    def _key(self, trial) -> str:
+        return trial_key(self.spec, dict(trial.config), trial.trial_id)
+
     def name(self, trial) -> str:
         try:
-            return trial_run_name(trial.config, trial_run_spec(self.spec, dict(trial.config), trial.trial_id)[1])
+            return trial_run_name(trial.config, trial_run_spec(self.spec, dict(trial.config), self._key(trial))[1])
         except Exception:  # noqa: BLE001 - a name is never worth failing the study
             return trial.trial_id
 
@@ -100,7 +113,7 @@ class View:
         self.shown.add(trial.trial_id)
         self.ended_here += 1
         last = trial.last_result or {}
-        done = 1 + sum(1 for t in trials if t is not trial and t.status in ("TERMINATED", "ERROR"))
+        done = len(self.kept | {self._key(trial)} | {self._key(t) for t in trials if t.status in ("TERMINATED", "ERROR")})
         if error:
             how = "failed "
             tail = f"see {self.log}" if self.log else "see Tune's error above"
@@ -114,8 +127,10 @@ class View:
         self.status(trials, force=True)
 
     def counts(self, trials) -> dict[str, int]:
-        c = {"done": 0, "running": 0, "failed": 0, "stopped early": 0}
+        c = {"done": len(self.kept), "running": 0, "failed": 0, "stopped early": 0}
         for t in trials:
+            if self._key(t) in self.kept:
+                continue
             status = t.status
             if t.trial_id in self.shown and status not in ("TERMINATED", "ERROR"):
                 status = "TERMINATED"  # Tune calls on_trial_complete before it marks the trial

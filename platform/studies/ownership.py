@@ -143,10 +143,15 @@ def same_or_archived(stack, folder: Path, what: str, old: dict[str, str], new: d
         return False
     if not replace_old:
         raise UsageError(refusal.replace("{diff}", diff))  # not .format: paths may hold braces
+    archive_and_relock(stack, folder, what)
+    return True
+
+
+def archive_and_relock(stack, folder: Path, what: str) -> None:
+    """Move the folder's earlier work aside and lock a fresh folder for this driver in ``stack``."""
     moved = archive(folder)
     stack.enter_context(FolderLock(folder, what))
     print(f"archived the old {what} to {moved}", flush=True)
-    return True
 
 
 def archive(folder: Path) -> Path:

@@ -255,13 +255,14 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
                                                tags={N.KIND_TAG: "study", N.GIT_COMMIT_TAG: T.git_commit(),
                                                      N.DIGEST_TAG: _digest(spec), N.ROUNDS_TAG: "1"})
         round_no = int(parent.data.tags.get(N.ROUNDS_TAG, "1"))
-        if grows:  # a new round: said on the parent run before the grown spec is saved, so a rerun of an
-            round_no += 1  # interrupted growth finds the round (and no difference) and continues it
+        if grows and parent.data.tags.get(N.DIGEST_TAG) != _digest(spec):  # a new round (a growth interrupted
+            round_no += 1  # before its spec was saved has its digest on the parent already: the same round)
             T.set_tags(client, parent.info.run_id, {N.ROUNDS_TAG: str(round_no), N.DIGEST_TAG: _digest(spec),
                                                     N.ROUND_NOTE_TAG.format(round_no): grows})
+        # The spec the study runs now, in its folder and on its parent run (whose params stay the first
+        # round's: MLflow never changes a param).
         (out / N.STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
-        if created or grows:  # the spec the study runs now (its params stay the first round's: MLflow
-            client.log_artifact(parent.info.run_id, str(out / N.STUDY_FILE), N.CONFIG_DIR)  # keeps params)
+        client.log_artifact(parent.info.run_id, str(out / N.STUDY_FILE), N.CONFIG_DIR)
         if created:
             T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
             # The gold files travel with the study, so `nerlab select` can bootstrap (val) and score an

@@ -128,7 +128,8 @@ def test_a_finished_grid_grows_by_a_seed_then_by_a_plm_running_only_the_new_poin
 @pytest.mark.timeout(900)
 def test_a_study_whose_tune_state_is_lost_continues_its_runs(tmp_path):
     """Identity is the point, not Tune's trial id: killed mid-way, its Tune experiment then deleted (as when a
-    study dies before Tune saves anything), the study reruns its points in their runs, not in new ones."""
+    study dies before Tune saves anything), the study reruns its points in their runs, not in new ones. Its
+    saved spec deleted too, the driver reads the spec from the parent run's artifact."""
     out, log = tmp_path / "out", tmp_path / "driver.log"
     spec = grid_spec(tmp_path, ["tiny:2x32"], [1])
     with open(log, "wb") as sink:
@@ -147,6 +148,7 @@ def test_a_study_whose_tune_state_is_lost_continues_its_runs(tmp_path):
         kill_tree(proc)
     before = trial_progress(out, "grows", writers_alive=False)
     shutil.rmtree(out / "tune")
+    (out / "study.yaml").unlink()  # as for a driver on another machine: the spec comes from the parent run
     p = nerlab("study", "run", str(spec), "--output", str(out), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:] + read_log(out)[-3000:]
     check_one_run_per_point(out, points(["tiny:2x32"], [1]))

@@ -32,6 +32,7 @@ JOB_TAG = "nerlab.job"  # a training job's identity: a rerun or retry finds its 
 STUDY_RUN_TAG = "nerlab.study_run"  # on a study's parent run: the study's name
 STUDY_TAG = "nerlab.study"  # on a trial's run: its study's name
 TRIAL_TAG = "nerlab.trial"  # on a trial's run: its Tune trial id
+RERUN_OF_TAG = "nerlab.rerun_of"  # on a run trained by `nerlab train --from-run`: the run it trained again
 KIND_TAG = "nerlab.kind"  # "study", "ensemble", ...
 ENSEMBLE_TAG = "nerlab.ensemble_of"  # on an ensemble's run (kind "ensemble"): its study's name
 STOPPED_EARLY_TAG = "nerlab.stopped_early"  # "true" on a trial ASHA stopped

@@ -16,7 +16,8 @@ def cmd_train(args) -> int:
     from nerlab.platform.specs.run import load_run_spec
 
     if (args.spec is None) == (args.from_run is None):
-        raise UsageError("give a run spec (RUN.yaml) or --from-run RUN_ID, one of the two")
+        raise UsageError("give a run spec (RUN.yaml) or --from-run RUN_ID, one of the two "
+                         "(see 'nerlab train --help')")
     output = str(Path(args.output).resolve()) if args.output else None
     tags, source = None, args.spec
     if args.from_run is not None:

@@ -65,6 +65,13 @@ def test_a_trial_trained_again_from_its_run_reproduces_its_val_f1(study):
     assert run.data.tags["nerlab.rerun_of"] == trial and run.info.status == "FINISHED"
     assert val_f1(new / "mlflow.db", run.info.run_id) == logged  # exactly, epoch by epoch
     assert (new / "model").is_dir()
+    # the new run is a `nerlab train` job's: it can be trained again too (its store: the job's folder)
+    again = tmp / "rerun-of-rerun"
+    p = nerlab("train", "--from-run", run.info.run_id, "--study", str(new), "--output", str(again), cwd=tmp)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{again / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert val_f1(again / "mlflow.db", run.info.run_id) == logged
 
 
 @pytest.mark.timeout(300)
@@ -82,6 +89,9 @@ def test_runs_that_cannot_be_trained_again_are_refused(study):
 
     assert "no such run" in refused("0123456789abcdef0123456789abcdef", "--study", str(out))
     assert "parent run of study 'grid', not a trial" in refused(study["parent"], "--study", str(out))
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    other = client.create_run(client.create_experiment("another tool")).info.run_id  # no nerlab tags
+    assert "not a trial or a nerlab train run" in refused(other, "--study", str(out))
     original = train.read_bytes()
     try:
         train.write_bytes(original + b"\n")  # one more blank line at the end: the same sentences

@@ -36,6 +36,7 @@ TUNE_TRIAL_TAG = "nerlab.tune_trial"  # on a trial's run: the Tune trial id of t
 ROUND_TAG = "nerlab.round"  # on a trial's run: the study's round (1, then one per growth) that added it
 ROUNDS_TAG = "nerlab.rounds"  # on a study's parent run: how many rounds it has
 ROUND_NOTE_TAG = "nerlab.round.{}"  # .format(round), on the parent run: what that round added
+RERUN_OF_TAG = "nerlab.rerun_of"  # on a run trained by `nerlab train --from-run`: the run it trained again
 KIND_TAG = "nerlab.kind"  # "study", "ensemble", ...
 ENSEMBLE_TAG = "nerlab.ensemble_of"  # on an ensemble's run (kind "ensemble"): its study's name
 STOPPED_EARLY_TAG = "nerlab.stopped_early"  # "true" on a trial ASHA stopped

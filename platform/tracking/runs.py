@@ -218,6 +218,20 @@ def log_datasets(client: MlflowClient, run_id: str, files: dict[str, str | None]
         client.log_inputs(run_id, datasets=inputs)
 
 
+def logged_datasets(run) -> dict[str, tuple[str, str]]:
+    """The data files a run logged (``log_datasets``): split (train, val, test) -> (path, digest)."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    splits = {context: split for split, context in DATASET_CONTEXT.items()}
+    files = {}
+    for given in (run.inputs.dataset_inputs if run.inputs else []):
+        context = next((t.value for t in given.tags if t.key == MLFLOW_DATASET_CONTEXT), None)
+        files[splits.get(context, context)] = (json.loads(given.dataset.source)["uri"], given.dataset.digest)
+    return files
+
+
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

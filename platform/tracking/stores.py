@@ -121,14 +121,15 @@ def resolve_study(study: str, tracking_uri: str | None = None) -> StudyRef:
 
 # ---- registered models -------------------------------------------------------------------------------------
 def registry_uri(model: str, study: str | None, tracking_uri: str | None) -> str:
-    """The store whose registry holds ``model``: --tracking-uri, else the study's, else MLFLOW_TRACKING_URI."""
+    """The store whose registry holds ``model`` (or that holds a run, ``runs:/ID``): --tracking-uri, else the
+    study's, else MLFLOW_TRACKING_URI."""
     if tracking_uri:
         return store_uri(tracking_uri)
     if study:
         return study_store(study)[0]
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return store_uri(os.environ["MLFLOW_TRACKING_URI"])
-    raise UsageError(f"{model}: a registry model needs its store: give --study STUDY or --tracking-uri URI "
+    raise UsageError(f"{model}: which MLflow store holds it? give --study STUDY or --tracking-uri URI "
                      "(or set MLFLOW_TRACKING_URI)")
 
 

@@ -195,14 +195,14 @@ RUN_FILE = "run.yaml"  # the resolved spec of the job in its output folder
 
 
 def train(spec: RunSpec, workers: int | None = None, source: str = "spec", replace_old: bool = False,
-          console=None) -> JobResult:
+          console=None, tags: dict[str, str] | None = None) -> JobResult:
     """``nerlab train``: one job, its own MLflow run, the model folder under the output folder.
 
     The output folder is the job's identity: one driver at a time, a finished job is not trained again
     (its result is returned), an interrupted one resumes from its last checkpoint, and a job whose spec
     changed is refused unless ``replace_old`` archives the old folder. ``console`` (a ``progress.Console``):
     a header and one line per epoch, Ray's own output in ``OUTPUT/logs/train.log`` unless verbose; None
-    leaves output to Ray.
+    leaves output to Ray. ``tags``: more tags on the job's MLflow run.
     """
     if workers is not None:
         spec = replace(spec, resources=replace(spec.resources, workers=workers))
@@ -231,7 +231,8 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
         inputs = prepare(spec.task, spec.data, spec.model.plm, out / "prepared")
         T.create_store(uri)  # once, under the lock, before a worker or a reader opens it
         saved.write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True, sort_keys=False))
-        client, run = open_run(spec, inputs, key, uri, artifacts, experiment, reuse_finished=not again)
+        client, run = open_run(spec, inputs, key, uri, artifacts, experiment, reuse_finished=not again,
+                               extra_tags=tags)
         run_id = run.info.run_id
         if connect_ray(spec.ray_address):
             stack.callback(ray.shutdown)  # also on SIGTERM/Ctrl-C: no Ray process outlives the command

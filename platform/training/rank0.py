@@ -41,6 +41,9 @@ class RankZeroLog:
         self.tb = SummaryWriter(str(self.tb_dir))
         self.done = T.logged_steps(self.client, self.run_id)
         self.system = SystemMetrics(job.tracking_uri, job.run_id, job.spec.tracking.system_metrics_s).start()
+        # the run spec from the start, not only with the final outputs: every run, a trial ASHA stopped too,
+        # can be trained again from it (``nerlab train --from-run``)
+        self.client.log_text(self.run_id, spec_yaml(job.spec), N.RESOLVED_SPEC)
 
     def epoch(self, entry: dict) -> None:
         for k, v in entry["metrics"].items():
@@ -60,14 +63,17 @@ class RankZeroLog:
         shutil.rmtree(self.tb_dir, ignore_errors=True)
 
 
+def spec_yaml(spec: RunSpec) -> str:
+    """The resolved run spec as logged (``config/resolved_spec.yaml``), credentials in URIs removed."""
+    import yaml
+
+    return yaml.safe_dump(T.spec_params(spec), allow_unicode=True)
 
 
 def write_outputs(out: Path, spec: RunSpec, schema, val_report, val_pred, test_report, test_pred) -> None:
-    import yaml
-
     for folder in (N.CONFIG_DIR, N.REPORTS_DIR, N.PREDICTIONS_DIR):
         (out / folder).mkdir()
-    (out / N.RESOLVED_SPEC).write_text(yaml.safe_dump(T.spec_params(spec), allow_unicode=True))
+    (out / N.RESOLVED_SPEC).write_text(spec_yaml(spec))
     schema.save(out / N.LABEL_SCHEMA)
     for split, report, pred in (("val", val_report, val_pred), ("test", test_report, test_pred)):
         if report is None:

@@ -180,7 +180,7 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
             stopped_early=int(g["stopped_early"].sum()), wall_s=float(g["wall_s"].sum()),
             cpu_s=float(g["cpu_s"].sum()), gpu_s=float(g["gpu_s"].sum()), best_run_id=best["run_id"],
             seeds=",".join(str(s) for s in sorted(g["seed"])),
-            precision=",".join(sorted(g["precision"].dropna().unique())) or None,
+            precision=(",".join(sorted(g["precision"].dropna().unique())) or None) if "precision" in g else None,
             task=g["task"].dropna().iloc[0] if g["task"].notna().any() else None,
             seed_recipe=bool(g["seed_recipe"].all()) if "seed_recipe" in g else False,
         )
@@ -211,7 +211,7 @@ def format_board(board: pd.DataFrame) -> str:
         "val F1 (mean ± std)": [pm(m, s) for m, s in zip(board["val_f1_mean"], board["val_f1_std"])],
         "test F1": [f"{v:.4f}" if not math.isnan(v) else "-" for v in board["test_f1_mean"]],
         "best epoch": [f"{v:.1f}" if not math.isnan(v) else "-" for v in board["best_epoch"]],
-        "precision": board["precision"].fillna("-"), "trials": board["trials"], "stopped": board["stopped_early"],
+        "precision": board["precision"].fillna("-") if "precision" in board else "-", "trials": board["trials"], "stopped": board["stopped_early"],
         "CPU s": [f"{v:.0f}" for v in board["cpu_s"]], "GPU s": [f"{v:.0f}" for v in board["gpu_s"]],
     })
     if "score_mean" in board:

@@ -11,6 +11,7 @@ if [ "${1:-}" = "--smoke" ]; then
   R=$(mktemp -d)
   python $B/bench_batching.py --smoke --json "$R/batching.json"
   python $B/bench_train_loop.py --smoke --json "$R/train_loop.json"
+  python $B/bench_cpu.py --smoke --json "$R/cpu.json"
   python $B/bench_study.py --smoke --json "$R/study.json"
   python $B/bench_trial_timeline.py --smoke --json "$R/trial_timeline.json"
   python $B/bench_many_trials.py --smoke --json "$R/many_trials.json"
@@ -27,6 +28,7 @@ R=$B/results
 mkdir -p "$R"
 python $B/bench_batching.py --json "$R/batching.json"
 python $B/bench_train_loop.py --json "$R/train_loop.json"
+python $B/bench_cpu.py --json "$R/cpu.json"
 python $B/bench_study.py --json "$R/study.json"
 python $B/bench_trial_timeline.py --json "$R/trial_timeline.json"
 python $B/bench_many_trials.py --json "$R/many_trials.json"

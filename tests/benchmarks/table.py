@@ -146,6 +146,18 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                            if row is not base else ""),
                         f"{c['threads']} threads; peak measured in the same run: fp32 {c['peak_tflops']['fp32']:.2f}, "
                         f"bf16 {c['peak_tflops']['bf16']:.2f} TFLOP/s (`bench_cpu.py`)"))
+    pr = load(folder, "predict")
+    if pr:
+        by = {(r["input"], r["precision"]): r for r in pr["rows"]}
+        for name in dict.fromkeys(r["input"] for r in pr["rows"]):
+            f, b = by.get((name, "fp32")), by.get((name, "bf16"))
+            if f and b:
+                out.append((f"`nerlab predict`, {name} ({f['tokens']} tokens), bf16 vs fp32 model",
+                            f"{b['cli_tokens_per_s']:.0f} vs {f['cli_tokens_per_s']:.0f} tok/s "
+                            f"(**{b['cli_tokens_per_s'] / f['cli_tokens_per_s']:.2f}x**); tagging alone "
+                            f"{b['predict_tokens_per_s']:.0f} vs {f['predict_tokens_per_s']:.0f} tok/s",
+                            f"2x768 encoder on the CPU, process wall time incl. start-up, median of {pr['repeats']} "
+                            "interleaved (`bench_predict.py`)"))
     out += gpu_rows(folder)
     return out
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from nerlab.models.precision import cpu_bf16_supported
 
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     peaks = {"fp32": [matmul_peak(args.peak_n, torch.float32, args.peak_reps)],
              "bf16": [matmul_peak(args.peak_n, torch.bfloat16, args.peak_reps)]}
     per_variant: dict[str, list[dict]] = {v: [] for v in args.variants}
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         row["vs_fp32"] = row["tokens_per_s"] / base if base else None
     results = {"cpu_bf16_supported": cpu_bf16_supported(), "threads": args.threads, "batch_size": args.batch_size,
                "length": args.length, "config": asdict(cfg), "peak_tflops": peak, "peak_runs": peaks,
-               "torch": torch.__version__, "rows": rows, "wall_s": time.perf_counter() - start}
+               "torch": torch.__version__, "rows": rows, "wall_s": time.perf_counter() - start,
+               "load_avg_1min": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count()}
     print(f"matmul peak {args.peak_n}^2 ({args.threads} threads): fp32 {peak['fp32']:.2f}, "
           f"bf16 {peak['bf16']:.2f} TFLOP/s")
     for row in rows:

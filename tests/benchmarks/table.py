@@ -145,7 +145,9 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                         + (f" (**{row['tokens_per_s'] / base['tokens_per_s']:.2f}x** {base['variant']})"
                            if row is not base else ""),
                         f"{c['threads']} threads; peak measured in the same run: fp32 {c['peak_tflops']['fp32']:.2f}, "
-                        f"bf16 {c['peak_tflops']['bf16']:.2f} TFLOP/s (`bench_cpu.py`)"))
+                        f"bf16 {c['peak_tflops']['bf16']:.2f} TFLOP/s"
+                        + (f"; load average {max(c['load_avg_1min']):.0f} on {c['cpus']} CPUs" if "load_avg_1min" in c
+                           else "") + " (`bench_cpu.py`)"))
     pr = load(folder, "predict")
     if pr:
         by = {(r["input"], r["precision"]): r for r in pr["rows"]}

@@ -57,6 +57,12 @@ def _device(run) -> str:
     return "gpu" if run.data.params.get("resources.use_gpu") == "True" else "cpu"
 
 
+def _precision(tags) -> str | None:
+    """The precision the run's workers trained in (its tag; older runs' tags say bfloat16/float16)."""
+    tag = tags.get(N.PRECISION_TAG)
+    return {"bfloat16": "bf16", "float16": "fp16"}.get(tag, tag)
+
+
 def _best_val(client, run) -> float | None:
     """The best epoch's validation F1; a trial stopped early (no final metrics) gets its best epoch so far."""
     m = run.data.metrics
@@ -92,7 +98,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
             "seed": int(t.get(N.SEED_TAG, 0)),
             "val_f1": _best_val(client, r), "test_f1": m.get(TEST), "best_epoch": m.get(N.BEST_EPOCH),
             "stopped_early": t.get(N.STOPPED_EARLY_TAG) == "true", "completed": VAL in m,
-            "device": device, "wall_s": wall,
+            "device": device, "precision": _precision(t), "wall_s": wall,
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,
             "gpu_s": wall * workers * per_worker if device == "gpu" else 0.0,
             "start_time": start, "task": t.get(N.TASK_TAG), "seed_recipe": is_seed_recipe(p, t),
@@ -143,7 +149,7 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
     Best is highest, or lowest for a loss or a time (``higher_is_better``).
 
     Columns: config, the configuration's axes, val_f1_mean/std, test_f1_mean/std, best_epoch (mean),
-    trials, finished, stopped_early, wall_s / cpu_s / gpu_s (summed resource-seconds: wall time x
+    precision (the precisions its trials trained in), trials, finished, stopped_early, wall_s / cpu_s / gpu_s (summed resource-seconds: wall time x
     workers x CPUs or GPUs per worker), best_run_id (its best trial by ``metric``), task, seed_recipe
     (every trial ran the reference system's recipe), seed_dev_f1 / seed_dev_f1_range / seed_delta (the reference system's published
     dev F1 of the same configuration and ours minus it, seed_table.py) and, when ``metric`` is not
@@ -174,6 +180,7 @@ def leaderboard_frame(client, experiment_id: str, parent_run_id: str, metric: st
             stopped_early=int(g["stopped_early"].sum()), wall_s=float(g["wall_s"].sum()),
             cpu_s=float(g["cpu_s"].sum()), gpu_s=float(g["gpu_s"].sum()), best_run_id=best["run_id"],
             seeds=",".join(str(s) for s in sorted(g["seed"])),
+            precision=(",".join(sorted(g["precision"].dropna().unique())) or None) if "precision" in g else None,
             task=g["task"].dropna().iloc[0] if g["task"].notna().any() else None,
             seed_recipe=bool(g["seed_recipe"].all()) if "seed_recipe" in g else False,
         )
@@ -204,7 +211,7 @@ def format_board(board: pd.DataFrame) -> str:
         "val F1 (mean ± std)": [pm(m, s) for m, s in zip(board["val_f1_mean"], board["val_f1_std"])],
         "test F1": [f"{v:.4f}" if not math.isnan(v) else "-" for v in board["test_f1_mean"]],
         "best epoch": [f"{v:.1f}" if not math.isnan(v) else "-" for v in board["best_epoch"]],
-        "trials": board["trials"], "stopped": board["stopped_early"],
+        "precision": board["precision"].fillna("-") if "precision" in board else "-", "trials": board["trials"], "stopped": board["stopped_early"],
         "CPU s": [f"{v:.0f}" for v in board["cpu_s"]], "GPU s": [f"{v:.0f}" for v in board["gpu_s"]],
     })
     if "score_mean" in board:

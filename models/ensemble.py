@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from nerlab.models.encoding import encode, eval_batches, iter_batches
+from nerlab.models.precision import inference_dtype
 from nerlab.models.predict import decode_words, predict
 from nerlab.models.schema import BIO, PAD_CLASS, LabelSchema
 from nerlab.models.tagger import META_FILE, MultiTaskTagger
@@ -52,7 +53,7 @@ class Single:
         return predict(self.model, self.tokenizer, sentences, task=task, batch_size=batch_size, device=device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def word_probabilities(model, tokenizer, sentences: Sequence[Sentence], batch_size: int = 32,
                        device: torch.device | str = "cpu") -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Per sentence: head probabilities (n_words, K, 3) over O/B/I, and flat-head probabilities (n_words, F)
@@ -60,6 +61,7 @@ def word_probabilities(model, tokenizer, sentences: Sequence[Sentence], batch_si
     model.eval()
     device = torch.device(device)
     schema, K = model.schema, model.schema.num_heads
+    dtype = inference_dtype(model, device)  # each member in the precision it trained in
     windows = encode(sentences, tokenizer, schema, model.config.max_length)
     heads_out = [np.zeros((len(s), K, len(BIO)), dtype=np.float32) for s in sentences]
     flat_out = [None] * len(sentences)
@@ -68,7 +70,8 @@ def word_probabilities(model, tokenizer, sentences: Sequence[Sentence], batch_si
     for idx, batch in iter_batches(windows, eval_batches([len(w) for w in windows], batch_size, model.config.reference),
                                    tokenizer.pad_token_id, K):
         mask = batch["label_mask"].to(device)
-        heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
         p = heads.float().softmax(-1)  # (N, K, C)
         if p.shape[-1] > len(BIO):  # the reference normalisation's <pad> class reads as O
             p = torch.cat([p[..., :1] + p[..., PAD_CLASS:PAD_CLASS + 1], p[..., 1:len(BIO)]], -1)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from nerlab.models.encoding import Window, WordPieces, encode, eval_batches, iter_batches
+from nerlab.models.precision import inference_dtype
 from nerlab.models.schema import BIO, LabelSchema
 from nerlab.models.wojood import Sentence, spans_of
 
@@ -43,7 +44,7 @@ def flat_tags_from_heads(head_classes: np.ndarray, types: Sequence[str]) -> list
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_windows(model, windows: Sequence[Window], batch_size: int, pad_id: int,
                     device: torch.device | str = "cpu", autocast_dtype=None, rank: int = 0, world: int = 1):
     """Head classes (and flat classes) per labelled word of every window, in window order; with ``world`` > 1
@@ -113,6 +114,8 @@ def decode_words(sentence: Sentence, heads: np.ndarray, flat: np.ndarray, schema
 
 def predict(model, tokenizer, sentences: Sequence[Sentence], task: str | None = None, batch_size: int = 32,
             device: torch.device | str = "cpu", pieces: WordPieces | None = None) -> list[Sentence]:
-    """Tag sentences with a trained tagger; every token gets a prediction, whatever the length."""
+    """Tag sentences with a trained tagger, in the precision it trained in (``precision.inference_dtype``);
+    every token gets a prediction, whatever the length."""
     windows = encode(sentences, tokenizer, model.schema, model.config.max_length, pieces)
-    return predict_sentences(model, sentences, windows, batch_size, tokenizer.pad_token_id, device, task=task)
+    return predict_sentences(model, sentences, windows, batch_size, tokenizer.pad_token_id, device,
+                             inference_dtype(model, device), task=task)

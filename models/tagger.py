@@ -71,6 +71,7 @@ class MultiTaskTagger(nn.Module):
     def __init__(self, encoder: nn.Module, schema: LabelSchema, config: TaggerConfig):
         super().__init__()
         self.encoder, self.schema, self.config = encoder, schema, config
+        self.precision = "fp32"  # what it trained in (fp32, bf16, fp16): saved with it, predicted in (predict.py)
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
         # All type heads as one Linear: (B, T, H) -> (B, T, K * C), a single matmul for 21 heads (C = 3, or 4
@@ -119,7 +120,8 @@ class MultiTaskTagger(nn.Module):
         save_model(self, str(folder / MODEL_FILE))
         self.encoder.config.save_pretrained(folder / "encoder")
         tokenizer.save_pretrained(folder)
-        meta = {"format": 1, "tagger": asdict(self.config), "schema": self.schema.to_dict()}
+        meta = {"format": 1, "tagger": asdict(self.config), "schema": self.schema.to_dict(),
+                "precision": self.precision}
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         return folder
 
@@ -135,5 +137,6 @@ class MultiTaskTagger(nn.Module):
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder / "encoder"), add_pooling_layer=False)
         model = cls(encoder, LabelSchema.from_dict(meta["schema"]), TaggerConfig(**meta["tagger"]))
         load_model(model, str(folder / MODEL_FILE), device=str(device))
+        model.precision = meta.get("precision", "fp32")
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return model.to(device).eval(), tokenizer

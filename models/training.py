@@ -207,7 +207,7 @@ def train_epoch(model, batches: Iterable[dict], opt, sched, loss: LossConfig, cf
     return stats
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def loss_sum(model, windows: Sequence[Window], batch_size: int, pad_id: int, loss: LossConfig, cfg: TrainConfig,
              device: torch.device, autocast_dtype=None, rank: int = 0, world: int = 1) -> tuple[float, int]:
     """Summed multi-task loss over rank ``rank``'s batches of the windows (``eval_batches``), and their count.

@@ -15,6 +15,15 @@ SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
 SAMPLE_FLAT = ROOT / "tests" / "data" / "wojood-sample-flat"
 
 
+@pytest.fixture(scope="session")
+def cpu_bf16_flags() -> bool:
+    """Does the kernel list AMX or AVX512-BF16 among this CPU's flags (/proc/cpuinfo)? Read independently of torch."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return bool({"amx_bf16", "amx_tile", "avx512_bf16"} & set(line.split(":", 1)[1].split()))
+    return False
+
+
 def _sample(folder: Path) -> Path:
     """A sample folder shipped with the tests: missing is a broken checkout, a failure, never a skip."""
     missing = [f.name for f in (folder / f"{s}.txt" for s in ("train", "val", "test")) if not f.is_file()]

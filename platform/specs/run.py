@@ -155,7 +155,7 @@ class SharedSpec:
     model: ModelSpec = field(default_factory=ModelSpec)  # a study's plm comes from its search
     train: TrainConfig = field(default_factory=TrainConfig)  # a study's lr, seed, penalty may come from its search
     tracking: Tracking = field(default_factory=Tracking)
-    precision: str = "auto"  # auto (bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 autocast on a GPU or CPU that has it, else fp32) | fp32 | bf16 | fp16
     output: str | None = None  # default: runs/<name> under the current folder
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
 

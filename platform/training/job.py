@@ -21,6 +21,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nerlab.models import names as N
+from nerlab.models.precision import CPU_BF16_REFUSED, cpu_bf16_supported
 from nerlab.platform.studies import ownership
 from nerlab.platform.tracking import runs as T
 from nerlab.platform.tracking.server import PortLost, on_a_port
@@ -29,7 +30,7 @@ from nerlab.platform.training.inputs import Inputs, check_store, prepare, valida
 from nerlab.platform.specs.run import RunSpec
 from nerlab.platform.training.timeline import mark
 from nerlab.platform.training.worker import Job, train_fn_per_worker
-from nerlab.platform.errors import UsageError
+from nerlab.platform.errors import SpecError, UsageError
 from nerlab.platform.specs.loader import to_dict
 
 
@@ -127,12 +128,23 @@ def check_start(spec, resources, overhead_cpus: float, source: str) -> tuple[str
     Returns the tracking store's URI and the artifact location."""
     out = Path(spec.output)
     check_fits(resources, overhead_cpus, spec.ray_address, f"{source}: resources")
+    check_precision(spec.precision, resources.use_gpu, source)
     uri, artifacts = T.resolve_tracking(spec.tracking.tracking_uri, out)
     writable_folder(out, f"{source}: output")
     check_store(uri, f"{source}: tracking.tracking_uri")
     if spec.data.synth is None:  # bad data fails before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
     return uri, artifacts
+
+
+def check_precision(precision: str, gpu: bool | None, source: str) -> None:
+    """``bf16`` where the job runs on this machine's CPU (``resources.use_gpu: false``, or unset and no GPU here)
+    and the CPU lacks bf16: refused before anything starts, never trained as fp32."""
+    import torch
+
+    on_cpu = gpu is False or (gpu is None and not torch.cuda.is_available())
+    if precision == "bf16" and on_cpu and not cpu_bf16_supported():
+        raise SpecError(f"{source}: {CPU_BF16_REFUSED}")
 
 
 def use_gpu(spec: RunSpec) -> bool:

@@ -29,6 +29,7 @@ from nerlab.dashboards.runs import logged_models
 from nerlab.losses import LossConfig
 from nerlab.models import names as N
 from nerlab.models.encoding import WordPieces, encode
+from nerlab.models.precision import autocast_dtype, precision_name
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import Report
 from nerlab.models.tagger import MultiTaskTagger, load_tokenizer
@@ -145,17 +146,6 @@ def _corpus(path: str, task: str, tokenizer, tok_key: str, schema: LabelSchema, 
     return _CACHE[key]
 
 
-def _autocast_dtype(precision: str, device: torch.device):
-    """Autocast dtype on a GPU (fp16 trains with a gradient scaler); CPU jobs always run fp32."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
 def _grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
     """fp16 autocast trains through a gradient scaler (small gradients would underflow); bf16 and fp32 need
     none (a disabled scaler passes the loss and the steps through unchanged)."""
@@ -187,7 +177,9 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
     val_s, val_w = _corpus(job.val, spec.task, tokenizer, job.plm, schema, spec.model.max_length)
     mark("worker.data_encoded")
     model = MultiTaskTagger.from_plm(job.plm, schema, spec.model.tagger(job.plm), spec.model.trust_remote_code)
-    w = Worker(rank, world, device, _autocast_dtype(spec.precision, device), model.to(device), tokenizer,
+    dtype = autocast_dtype(spec.precision, device)
+    model.precision = precision_name(dtype)  # saved with the model, which predicts in it
+    w = Worker(rank, world, device, dtype, model.to(device), tokenizer,
                eval_batch_size(cfg, spec.model.reference), job, loss=spec.loss.to_loss_config(),
                log=RankZeroLog(job) if rank == 0 else None,
                session=session)
@@ -210,7 +202,7 @@ def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
         if w.log:
             T.set_tags(w.log.client, w.log.run_id, {
                 N.WORKER_NODES_TAG: ",".join(nodes), N.DEVICE_TAG: device.type,
-                N.PRECISION_TAG: str(w.dtype).removeprefix("torch.") if w.dtype else "fp32"})
+                N.PRECISION_TAG: precision_name(w.dtype)})
             for entry in state.history:  # epochs that reached the checkpoint but maybe not MLflow
                 w.log.epoch(entry)
         mark("worker.setup_done")

@@ -98,12 +98,12 @@ def plain_loop(spec_path: Path, threads: int, device: str = "cpu", train_file: s
     from nerlab.models.training import make_optimizer, seed_everything, train_epoch
     from nerlab.models.wojood import read_file
     from nerlab.platform.specs.run import load_run_spec
-    from nerlab.platform.training.worker import _autocast_dtype
+    from nerlab.models.precision import autocast_dtype
 
     spec = load_run_spec(spec_path)
     cfg, plm = spec.train, plm or spec.model.plm
     device = torch.device(device)
-    dtype = _autocast_dtype(spec.precision, device)
+    dtype = autocast_dtype(spec.precision, device)
     torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(plm)

@@ -136,6 +136,30 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                         f"{tl['loggers']} processes x {tl['batches']} log_batch of {tl['metrics_per_batch']} metrics, "
                         "client retries off; SQLite: the study's own server (1 worker); PostgreSQL 15 + S3 "
                         "(SeaweedFS) as README's lab setup; same machine, one run (`bench_tracking_load.py`)"))
+    c = load(folder, "cpu")
+    if c:
+        base = next(r for r in c["rows"] if r["variant"] == c["rows"][0]["variant"])
+        for row in c["rows"]:
+            out.append((f"bert-base tagger on the CPU, `{row['variant']}`, batch {c['batch_size']} x {c['length']}",
+                        f"{row['tokens_per_s']:.0f} tok/s, MFU {row['mfu']:.1%} of the {row['precision']} peak"
+                        + (f" (**{row['tokens_per_s'] / base['tokens_per_s']:.2f}x** {base['variant']})"
+                           if row is not base else ""),
+                        f"{c['threads']} threads; peak measured in the same run: fp32 {c['peak_tflops']['fp32']:.2f}, "
+                        f"bf16 {c['peak_tflops']['bf16']:.2f} TFLOP/s"
+                        + (f"; load average {max(c['load_avg_1min']):.0f} on {c['cpus']} CPUs" if "load_avg_1min" in c
+                           else "") + " (`bench_cpu.py`)"))
+    pr = load(folder, "predict")
+    if pr:
+        by = {(r["input"], r["precision"]): r for r in pr["rows"]}
+        for name in dict.fromkeys(r["input"] for r in pr["rows"]):
+            f, b = by.get((name, "fp32")), by.get((name, "bf16"))
+            if f and b:
+                out.append((f"`nerlab predict`, {name} ({f['tokens']} tokens), bf16 vs fp32 model",
+                            f"{b['cli_tokens_per_s']:.0f} vs {f['cli_tokens_per_s']:.0f} tok/s "
+                            f"(**{b['cli_tokens_per_s'] / f['cli_tokens_per_s']:.2f}x**); tagging alone "
+                            f"{b['predict_tokens_per_s']:.0f} vs {f['predict_tokens_per_s']:.0f} tok/s",
+                            f"2x768 encoder on the CPU, process wall time incl. start-up, median of {pr['repeats']} "
+                            "interleaved (`bench_predict.py`)"))
     out += gpu_rows(folder)
     return out
 

@@ -45,7 +45,7 @@ def expected_champion(study):
 
 
 # ---- leaderboard ---------------------------------------------------------------------------------------------
-def test_leaderboard_numbers_equal_the_runs_logged_metrics(study, capsys):
+def test_leaderboard_numbers_equal_the_runs_logged_metrics(study, capsys, cpu_bf16_flags):
     runs = study.trial_runs()
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     code, out, _ = run_cli(capsys, "leaderboard", str(study.out), "--json")
@@ -68,6 +68,9 @@ def test_leaderboard_numbers_equal_the_runs_logged_metrics(study, capsys):
         assert row["wall_s"] == pytest.approx(wall)
         assert row["cpu_s"] == pytest.approx(wall * 0.9) and row["gpu_s"] == 0.0  # 1 worker x 0.9 CPU
         assert row["best_run_id"] == max(trials, key=lambda r: r.data.metrics[VAL]).info.run_id
+        # the study asks for precision: auto, which is bf16 on a CPU with AMX or AVX512-BF16 (/proc/cpuinfo)
+        assert row["precision"] == ("bf16" if cpu_bf16_flags else "fp32")
+        assert {r.data.tags["nerlab.precision"] for r in trials} == {row["precision"]}
     means = [r["val_f1_mean"] for r in rows]
     assert means == sorted(means, reverse=True)
     assert max(means) > 0.05, "the study learned nothing: the checks below would compare zeros"
@@ -76,7 +79,7 @@ def test_leaderboard_numbers_equal_the_runs_logged_metrics(study, capsys):
     table = list(csv.DictReader(io.StringIO(out)))
     assert [float(r["val_f1_mean"]) for r in table] == means
     code, out, _ = run_cli(capsys, "leaderboard", str(study.out))
-    assert code == 0 and all(r["config"] in out for r in rows) and "±" in out
+    assert code == 0 and all(r["config"] in out for r in rows) and "±" in out and "precision" in out
 
 
 def test_leaderboard_finds_a_study_by_name_on_a_tracking_uri(study, capsys):

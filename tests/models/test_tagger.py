@@ -13,6 +13,7 @@ import torch
 from transformers import AutoTokenizer
 
 from nerlab.models.encoding import collate, encode
+from nerlab.models.precision import CPU_BF16_ENV, inference_dtype
 from nerlab.models.predict import flat_tags_from_heads, nested_tags, predict
 from nerlab.models.schema import LabelSchema
 from nerlab.models.scoring import score
@@ -80,6 +81,21 @@ def test_loaded_model_gives_identical_logits_and_predictions(saved, synth_dir: P
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert predict(loaded, loaded_tok, val) == predict(model, tok, val)
     assert predict(loaded, loaded_tok, val, task="flat") == predict(model, tok, val, task="flat")
+
+
+def test_a_model_predicts_in_the_precision_it_trained_in(saved, tmp_path: Path, monkeypatch) -> None:
+    """The precision travels with the saved model; a bf16 model predicts in bf16 where the device has it, in fp32
+    where not (NERLAB_CPU_BF16=0 stands for a CPU without it), an fp32 model always in fp32."""
+    model, tok, _ = saved
+    model.precision = "bf16"
+    try:
+        loaded, _ = MultiTaskTagger.load(model.save(tmp_path / "bf16", tok))
+    finally:
+        model.precision = "fp32"
+    assert loaded.precision == "bf16" and MultiTaskTagger.load(saved[2])[0].precision == "fp32"
+    for env, dtype in (("1", torch.bfloat16), ("0", None)):
+        monkeypatch.setenv(CPU_BF16_ENV, env)
+        assert inference_dtype(loaded, "cpu") is dtype and inference_dtype(model, "cpu") is None
 
 
 def test_loading_a_folder_that_is_not_a_model_fails_clearly(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ class Case:
     expect: tuple[str, ...]
     forbid: tuple[str, ...] = field(default=())  # substrings that must not appear (credentials)
     names_spec: bool = True  # False: the message names a data file the spec points at (in ``expect``)
+    env: dict = field(default_factory=dict)  # environment variables the command runs with
 
 
 def data_check(content: bytes | str, *flags: str, name: str = "bad.txt") -> Callable:
@@ -271,6 +272,9 @@ CASES: dict[str, Case] = {
     "run: bad name": Case(train({"name": "my run/1"}), ("name", "letters, digits")),
     "run: unknown task": Case(train({"task": "both"}), ("task must be one of flat, nested",)),
     "run: bad precision": Case(train({"precision": "fp8"}), ("precision must be auto, fp32, bf16 or fp16",)),
+    "run: bf16 on a CPU without it": Case(train({"precision": "bf16", "resources": {"use_gpu": False}}),
+                                          ("precision: bf16 needs a CUDA GPU or a CPU with AMX or AVX512-BF16",),
+                                          env={"NERLAB_CPU_BF16": "0"}),
     "run: dropout out of range": Case(train({"model": {"dropout": 1.5}}), ("model.dropout must be in [0, 1)",)),
     "run: zero workers": Case(train({"resources": {"workers": 0}}), ("resources.workers must be >= 1",)),
     "run: more workers than cores": Case(train({"resources": {"workers": TOO_MANY_WORKERS}}),
@@ -328,6 +332,9 @@ CASES: dict[str, Case] = {
     "run: spec is a folder": Case(plain("train", "{tmp}", names="{tmp}"), ("a folder, not a spec file",)),
 
     # -- study specs (nerlab study run) --
+    "study: bf16 on a CPU without it": Case(study({"precision": "bf16", "resources": {"use_gpu": False}}),
+                                            ("precision: bf16 needs a CUDA GPU or a CPU with AMX or AVX512-BF16",),
+                                            env={"NERLAB_CPU_BF16": "0"}),
     "study: empty PLM list": Case(study({"search": {"plm": []}}), ("search.plm: empty search space",)),
     "study: empty loss list": Case(study({"search": {"loss": []}}), ("search.loss: empty search space",)),
     "study: empty loss mapping": Case(study({"search": {"loss": {}}}), ("search.loss: empty search space",)),
@@ -493,10 +500,12 @@ def check_message(err: str, names: str | None, case: Case) -> str:
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
-def test_bad_input_exits_2_with_one_line_and_starts_nothing(case_id, tmp_path, tripwires, capsys) -> None:
+def test_bad_input_exits_2_with_one_line_and_starts_nothing(case_id, tmp_path, tripwires, capsys, monkeypatch) -> None:
     case = CASES[case_id]
     argv, names = case.argv(tmp_path)
     names = names if case.names_spec else None
+    for k, v in case.env.items():
+        monkeypatch.setenv(k, v)
     capsys.readouterr()
 
     code = cli_main(argv)
@@ -547,7 +556,8 @@ def test_crlf_bom_and_tab_separated_files_are_good_input(tmp_path, capsys) -> No
 # ---- the real process: exit code, one line on stderr, no Ray processes ------------------------------------------
 SUBPROCESS_CASES = ["cli: unknown verb", "cli: --workers 0", "data: nested file given as flat",
                     "run: negative loss weight", "run: malformed data line", "study: empty PLM list",
-                    "run: IRM weight < 0", "run: reference normalisation with a flat head"]
+                    "run: IRM weight < 0", "run: reference normalisation with a flat head",
+                    "run: bf16 on a CPU without it"]
 
 
 def ray_processes() -> dict[int, str]:
@@ -572,7 +582,7 @@ def test_bad_input_in_a_real_process(case_id, tmp_path) -> None:
     names = names if case.names_spec else None
     ray_tmp = tmp_path / "raytmp"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_TMPDIR=str(ray_tmp))
+    env.update(RAY_TMPDIR=str(ray_tmp), **case.env)
     before = set(ray_processes())
 
     proc = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", *argv], cwd=tmp_path, env=env,

@@ -6,6 +6,7 @@ would give it (a ``cuda`` device object, a capacity with ``GPU: 1``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ from nerlab.platform.cli import UsageError
 from nerlab.platform.training.job import check_fits, use_gpu
 from nerlab.platform.specs.run import Resources, RunSpec, load_run_spec
 from nerlab.platform.specs.study import StudyResources, load_study_spec
-from nerlab.platform.training.worker import _autocast_dtype, _grad_scaler
+from nerlab.models.precision import CPU_BF16_ENV, CPU_BF16_REFUSED, autocast_dtype, cpu_bf16_supported
+from nerlab.platform.errors import SpecError
+from nerlab.platform.training.job import check_precision
+from nerlab.platform.training.worker import _grad_scaler
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_SPECS = ROOT / "scripts" / "gpu"
@@ -23,21 +27,59 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)  # a device object need
 
 
 # ---- precision ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16"])
-def test_cpu_jobs_always_run_fp32(precision) -> None:
-    assert _autocast_dtype(precision, CPU) is None
+@pytest.mark.parametrize("precision, dtype", [("auto", torch.bfloat16), ("bf16", torch.bfloat16), ("fp32", None),
+                                              ("fp16", None)])
+def test_cpu_with_bf16_runs_auto_and_bf16_in_bf16(precision, dtype) -> None:
+    """A CPU with AMX or AVX512-BF16: ``auto`` and ``bf16`` autocast to bf16; fp16 (a GPU setting) runs fp32."""
+    assert autocast_dtype(precision, CPU, cpu_bf16=True) is dtype
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "fp16"])
+def test_cpu_without_bf16_runs_fp32(precision) -> None:
+    assert autocast_dtype(precision, CPU, cpu_bf16=False) is None
+
+
+def test_cpu_without_bf16_refuses_bf16() -> None:
+    with pytest.raises(ValueError, match="bf16 needs a CUDA GPU or a CPU with AMX or AVX512-BF16"):
+        autocast_dtype("bf16", CPU, cpu_bf16=False)
+
+
+def test_cpu_bf16_support_is_what_the_cpu_flags_say(monkeypatch, cpu_bf16_flags) -> None:
+    """Without the override, the check agrees with the kernel's CPU flags (/proc/cpuinfo), read independently;
+    the override NERLAB_CPU_BF16 replaces it either way, and a bad value is one line naming it."""
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    assert cpu_bf16_supported() is cpu_bf16_flags
+    for value, supported in (("0", False), ("1", True)):
+        monkeypatch.setenv(CPU_BF16_ENV, value)
+        assert cpu_bf16_supported() is supported
+        assert autocast_dtype("auto", CPU) is (torch.bfloat16 if supported else None)
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match=f"{CPU_BF16_ENV} must be 0 or 1, not 'yes'"):
+        cpu_bf16_supported()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine may run bf16 on its GPU")
+def test_driver_refuses_bf16_on_a_cpu_without_it_unless_a_gpu_is_asked_for(monkeypatch) -> None:
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    with pytest.raises(SpecError, match="^" + re.escape(f"spec.yaml: {CPU_BF16_REFUSED}") + "$"):
+        check_precision("bf16", None, "spec.yaml")
+    check_precision("bf16", True, "spec.yaml")  # resources.use_gpu: true: the GPU decides
+    for precision in ("auto", "fp32", "fp16"):
+        check_precision(precision, None, "spec.yaml")
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    check_precision("bf16", None, "spec.yaml")
 
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_gpu_precision_is_what_the_spec_says(precision, dtype) -> None:
-    assert _autocast_dtype(precision, CUDA) is dtype
+    assert autocast_dtype(precision, CUDA) is dtype
 
 
 @pytest.mark.parametrize("bf16_supported, dtype", [(True, torch.bfloat16), (False, None)])
 def test_gpu_auto_is_bf16_where_the_card_has_it(monkeypatch, bf16_supported, dtype) -> None:
     """``auto`` asks the card (an H100/H200 says yes; a V100 says no and trains fp32, not fp16)."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
-    assert _autocast_dtype("auto", CUDA) is dtype
+    assert autocast_dtype("auto", CUDA) is dtype
 
 
 def test_fp16_gets_a_gradient_scaler_and_bf16_none() -> None:
@@ -46,7 +88,7 @@ def test_fp16_gets_a_gradient_scaler_and_bf16_none() -> None:
     is checked too where the machine has one."""
     devices = [CPU] + ([CUDA] if torch.cuda.is_available() else [])
     for precision, enabled in (("fp16", True), ("bf16", False), ("fp32", False)):
-        dtype = _autocast_dtype(precision, CUDA)
+        dtype = autocast_dtype(precision, CUDA)
         for device in devices:
             assert _grad_scaler(dtype, device).is_enabled() is enabled, (precision, device)
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gpu import SMOKE, Config, Options, build_model, param_counts  # noqa: E402
+from bench_gpu import SMOKE, Config, Options, build_model, fixed_length_windows, param_counts  # noqa: E402
 
 VARIANTS = {  # name -> (autocast dtype, loop options)
     "fp32": (None, Options()),
@@ -54,21 +54,6 @@ def matmul_peak(n: int, dtype: torch.dtype, reps: int) -> float:
     return best
 
 
-def fixed_windows(n: int, length: int, cfg: Config, schema, rng: np.random.Generator):
-    """Windows of exactly ``length`` sub-words ([CLS] ... [SEP]), two in three labelled, mostly O."""
-    from nerlab.models.encoding import Window
-
-    out = []
-    for i in range(n):
-        ids = rng.integers(5, cfg.vocab, length)
-        ids[0], ids[-1] = 2, 3
-        first = np.flatnonzero(rng.random(length - 2) < 0.67) + 1
-        heads = rng.choice(3, size=(len(first), schema.num_heads), p=[0.92, 0.04, 0.04]).astype(np.int8)
-        out.append(Window(i, ids.astype(np.int64), first.astype(np.int64), np.arange(len(first)), heads,
-                          np.zeros(len(first), np.int16)))
-    return out
-
-
 def measure(cfg: Config, batch_size: int, length: int, dtype, opts: Options, steps: int, warmup: int) -> dict:
     from nerlab.losses import PRESETS, LossConfig
     from nerlab.models.encoding import iter_batches
@@ -77,7 +62,7 @@ def measure(cfg: Config, batch_size: int, length: int, dtype, opts: Options, ste
     device = torch.device("cpu")
     model = build_model(cfg, device, opts.attn)
     total, dense = param_counts(model)
-    windows = fixed_windows(batch_size * (warmup + steps), length, cfg, model.schema, np.random.default_rng(cfg.seed))
+    windows = fixed_length_windows(batch_size * (warmup + steps), length, cfg, model.schema, np.random.default_rng(cfg.seed))
     order = [list(range(i, i + batch_size)) for i in range(0, len(windows), batch_size)]
     train_cfg = TrainConfig(batch_size=batch_size, variance_penalty=cfg.variance_penalty, seed=cfg.seed)
     opt, sched = make_optimizer(model, train_cfg, len(order), fused=opts.fused_adamw or None)

@@ -114,6 +114,22 @@ def synthetic_windows(n: int, cfg: Config, schema, rng: np.random.Generator):
     return windows
 
 
+def fixed_length_windows(n: int, length: int, cfg: Config, schema, rng: np.random.Generator):
+    """``n`` windows of exactly ``length`` sub-words ([CLS] ... [SEP]), two in three words labelled, mostly O
+    (the memory and CPU benchmarks' worst case: every batch at full length)."""
+    from nerlab.models.encoding import Window
+
+    out = []
+    for i in range(n):
+        ids = rng.integers(5, cfg.vocab, length)
+        ids[0], ids[-1] = 2, 3
+        first = np.flatnonzero(rng.random(length - 2) < 0.67) + 1
+        heads = rng.choice(3, size=(len(first), schema.num_heads), p=[0.92, 0.04, 0.04]).astype(np.int8)
+        out.append(Window(i, ids.astype(np.int64), first.astype(np.int64), np.arange(len(first)), heads,
+                          np.zeros(len(first), np.int16)))
+    return out
+
+
 def build_model(cfg: Config, device: torch.device, attn: str = "sdpa"):
     from transformers import BertConfig, BertModel
 

@@ -38,21 +38,6 @@ def _bench_gpu():
 G = _bench_gpu()
 
 
-def full_windows(n: int, length: int, cfg, schema, rng: np.random.Generator):
-    """``n`` windows of exactly ``length`` sub-words, labelled like bench_gpu's."""
-    from nerlab.models.encoding import Window
-
-    out = []
-    for i in range(n):
-        ids = rng.integers(5, cfg.vocab, length)
-        ids[0], ids[-1] = 2, 3
-        first = np.flatnonzero(rng.random(length - 2) < 0.67) + 1
-        heads = rng.choice(3, size=(len(first), schema.num_heads), p=[0.92, 0.04, 0.04]).astype(np.int8)
-        out.append(Window(i, ids.astype(np.int64), first.astype(np.int64), np.arange(len(first)), heads,
-                          np.zeros(len(first), np.int16)))
-    return out
-
-
 def probe(cfg, device: torch.device, batch: int, length: int, dtype, steps: int) -> dict | None:
     """Peak memory of ``steps`` training steps at ``batch`` x ``length``; None if it ran out of memory."""
     from nerlab.losses import PRESETS, LossConfig
@@ -61,7 +46,7 @@ def probe(cfg, device: torch.device, batch: int, length: int, dtype, steps: int)
 
     try:
         model = G.build_model(cfg, device)
-        windows = full_windows(batch * steps, length, cfg, model.schema, np.random.default_rng(cfg.seed))
+        windows = G.fixed_length_windows(batch * steps, length, cfg, model.schema, np.random.default_rng(cfg.seed))
         order = [list(range(s * batch, (s + 1) * batch)) for s in range(steps)]
         train_cfg = TrainConfig(batch_size=batch, variance_penalty=cfg.variance_penalty, seed=cfg.seed)
         opt, sched = make_optimizer(model, train_cfg, steps)

@@ -7,8 +7,7 @@ two specs.
 
 from __future__ import annotations
 
-import math
-
+from nerlab.platform.specs.search import grid_size
 from nerlab.platform.specs.study import StudySpec
 from nerlab.platform.studies.ownership import changes, identity
 from nerlab.platform.tracking.runs import flatten, spec_params
@@ -74,8 +73,7 @@ def describe(old: StudySpec, new: StudySpec, added: dict[str, list]) -> str:
     if "num_samples" in added:
         was, now = added["num_samples"]
         return f"adds {now - was} trials to the search (num_samples {was} -> {now})"
-    n = math.prod(len(_values(new, f)) for f in _grid_fields(new)) - \
-        math.prod(len(_values(old, f)) for f in _grid_fields(old))
+    n = grid_size(new) - grid_size(old)
 
     def label(field: str, count: int) -> str:
         one, many = _LABELS.get(field, (field, f"{field} values"))

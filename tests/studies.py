@@ -7,9 +7,13 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
+import pytest
 import yaml
+from lab import kill_tree
 from mlflow.tracking import MlflowClient
 
 BASE = {
@@ -94,3 +98,24 @@ def trial_progress(out: Path, experiment: str, writers_alive: bool = True) -> di
         raise
     finally:
         con.close()
+
+
+def kill_study_when(spec: Path, out: Path, log: Path, experiment: str,
+                    ready: Callable[[dict[str, tuple[str, int]]], bool], waiting_for: str, timeout_s: float = 400) -> None:
+    """Run ``nerlab study run SPEC --output OUT`` (its output to ``log``), poll its store (``trial_progress``)
+    until ``ready`` holds, then SIGKILL it and everything it started. Fails if the study ends first, or with
+    ``waiting_for`` if the time runs out."""
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
+                                 str(out)], cwd=spec.parent, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"the study ended before the kill:\n{log.read_text()[-3000:]}"
+            if ready(trial_progress(out, experiment)):
+                return
+            time.sleep(0.3)
+        pytest.fail(f"{waiting_for} in time:\n{log.read_text()[-3000:]}")
+    finally:
+        kill_tree(proc)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from lab import kill_tree  # noqa: E402  (tests/lab.py)
-from studies import nerlab, read_log, trial_progress, trial_runs, write_spec  # noqa: E402
+from studies import kill_study_when, nerlab, read_log, trial_progress, trial_runs, write_spec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -81,20 +78,8 @@ def test_a_finished_grid_grows_by_a_seed_then_by_a_plm_running_only_the_new_poin
     # Round 3: a PLM; the driver is killed while a new trial is mid-way, and the same command resumes it.
     spec3 = grid_spec(tmp_path, ["tiny:2x32", "tiny:2x48"], [1, 2])
     log = tmp_path / "round3.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec3), "--output",
-                                 str(out)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"the growth ended before the kill:\n{log.read_text()[-3000:]}"
-            if any(status == "RUNNING" and 1 <= n < EPOCHS for k, (status, n) in trial_progress(out, "grows").items()):
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"no new trial was mid-way in time:\n{log.read_text()[-3000:]}")
-    finally:
-        kill_tree(proc)
+    kill_study_when(spec3, out, log, "grows", lambda progress: any(
+        status == "RUNNING" and 1 <= n < EPOCHS for status, n in progress.values()), "no new trial was mid-way")
     assert "adds 4 trials: PLM tiny:2x48 × 2 losses × 2 seeds; 4 done are kept" in log.read_text()
     p = nerlab("study", "run", str(spec3), "--output", str(out), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:] + read_log(out)[-3000:]
@@ -132,20 +117,8 @@ def test_a_study_whose_tune_state_is_lost_continues_its_runs(tmp_path):
     saved spec deleted too, the driver reads the spec from the parent run's artifact."""
     out, log = tmp_path / "out", tmp_path / "driver.log"
     spec = grid_spec(tmp_path, ["tiny:2x32"], [1])
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
-                                 str(out)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"the study ended before the kill:\n{log.read_text()[-3000:]}"
-            if any(status == "RUNNING" and n >= 1 for status, n in trial_progress(out, "grows").values()):
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"no trial logged an epoch in time:\n{log.read_text()[-3000:]}")
-    finally:
-        kill_tree(proc)
+    kill_study_when(spec, out, log, "grows", lambda progress: any(
+        status == "RUNNING" and n >= 1 for status, n in progress.values()), "no trial logged an epoch")
     before = trial_progress(out, "grows", writers_alive=False)
     shutil.rmtree(out / "tune")
     (out / "study.yaml").unlink()  # as for a driver on another machine: the spec comes from the parent run

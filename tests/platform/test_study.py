@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from lab import kill_tree  # noqa: E402  (tests/lab.py)
-from studies import (check_quiet_output, nerlab, read_log, trial_progress, trial_runs,  # noqa: E402
-                     write_spec)
+from studies import (  # noqa: E402
+    check_quiet_output, kill_study_when, nerlab, read_log, trial_progress, trial_runs, write_spec)
 
 pytestmark = pytest.mark.slow
 
@@ -108,21 +105,9 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
         return ({run for run, (status, _) in progress.items() if status == "FINISHED"},
                 {run for run, (status, n) in progress.items() if status == "RUNNING" and 1 <= n < epochs})
 
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(spec), "--output",
-                                 str(out)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:  # one trial finished and one mid-way: kill everything
-            assert proc.poll() is None, f"the study ended before the kill:\n{log.read_text()[-3000:]}"
-            if all(finished_and_midway(trial_progress(out, "resume"))):
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"no trial finished while another was mid-way in time:\n{log.read_text()[-3000:]}")
-    finally:
-        kill_tree(proc)
+    # one trial finished and one mid-way: kill everything
+    kill_study_when(spec, out, log, "resume", lambda progress: all(finished_and_midway(progress)),
+                    "no trial finished while another was mid-way")
     finished, midway = finished_and_midway(trial_progress(out, "resume", writers_alive=False))
     assert 1 <= len(finished) < 4, "the kill came after the study's end"
     assert midway, "no trial was mid-way at the kill"  # (a killed driver leaves its runs RUNNING)

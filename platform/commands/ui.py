@@ -32,10 +32,10 @@ def cmd_ui(args) -> int:
     except mlflow_server.PortLost as e:
         print(f"nerlab: error: the MLflow UI did not start (port taken?): {e}", file=sys.stderr)
         return 1
-    if not args.port and not url.endswith(f":{UI_PORT}"):
-        print(f"port {UI_PORT} is taken: serving on {url.rsplit(':', 1)[1]} instead", flush=True)
-    print(f"MLflow UI on {url}{exp_path}  (Ctrl-C to stop)", flush=True)
-    try:
+    try:  # from here a Ctrl-C stops the server, even one that comes while the lines below print
+        if not args.port and not url.endswith(f":{UI_PORT}"):
+            print(f"port {UI_PORT} is taken: serving on {url.rsplit(':', 1)[1]} instead", flush=True)
+        print(f"MLflow UI on {url}{exp_path}  (Ctrl-C to stop)", flush=True)
         proc.wait()
     except KeyboardInterrupt:
         pass

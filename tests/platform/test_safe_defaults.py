@@ -541,7 +541,13 @@ def test_nerlab_ui_takes_a_free_port_when_5000_is_taken(tmp_path) -> None:
             assert r.read().decode() == mlflow.__version__
     finally:
         ui.send_signal(signal.SIGINT)
-        ui.wait(timeout=60)
+        try:
+            ui.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say what it was doing, then end it and its server
+            left = [" ".join(p.cmdline()[:6]) for p in psutil.Process(ui.pid).children(recursive=True)]
+            ui.kill()
+            pytest.fail(f"nerlab ui still running 60 s after Ctrl-C (children: {left}); it printed:\n"
+                        f"{ui.stdout.read()[-3000:]}")
         if squatter:
             squatter.close()
 

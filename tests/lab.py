@@ -149,16 +149,44 @@ def start_postgres(root: Path) -> Postgres:
     return pg.start()
 
 
+# What a process that reaches the server (its namespace's, when it runs in one) does with boto3: the
+# argument is a Python expression over ``c``, the client; its value is printed as JSON.
+BOTO = """
+import boto3, json, os, sys
+c = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+print(json.dumps(eval(sys.argv[1])))
+"""
+
+
 @dataclass
 class S3:
+    """``host``/``netns``: served on that address inside that network namespace (tests/platform/
+    test_cluster.py's hosts), where only processes in the same network reach it; else on loopback."""
+
     folder: Path
     port: int
     proc: subprocess.Popen | None = None
     ports: list[int] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    netns: str | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    def _here(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *cmd] if self.netns else list(cmd)
+
+    def boto(self, expression: str):
+        """``expression`` (over ``c``, a boto3 client of this server) evaluated where the server is reached."""
+        if self.netns is None:
+            c = self.client()  # noqa: F841 (used by eval)
+            return json.loads(json.dumps(eval(expression)))
+        p = subprocess.run(self._here(sys.executable, "-c", BOTO, expression), env={**os.environ, **self.env()},
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"boto3 in {self.netns}: {p.stderr[-2000:]}")
+        return json.loads(p.stdout)
 
     def env(self) -> dict[str, str]:
         """What every node that reads or writes the bucket sets (README's lab section)."""
@@ -185,21 +213,19 @@ class S3:
         master, mgrpc, volume, vgrpc, filer, fgrpc, s3grpc = self.ports
         (self.folder / "data").mkdir(exist_ok=True)
         log = self.folder / "weed.log"
-        self.proc = subprocess.Popen(
-            [weed_bin(), f"-logdir={self.folder}", "server", f"-dir={self.folder / 'data'}",  # its logs not in /tmp
-             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3.port.iceberg=0",  # no Iceberg catalog on its fixed 8181
+        self.proc = subprocess.Popen(self._here(
+            weed_bin(), f"-logdir={self.folder}", "server", f"-dir={self.folder / 'data'}",  # its logs not in /tmp
+            f"-ip={self.host}", f"-ip.bind={self.host}", "-s3.port.iceberg=0", "-s3.port.lance=0",  # no catalogs on fixed ports
              f"-master.port={master}", f"-master.port.grpc={mgrpc}", "-master.volumeSizeLimitMB=64",
              f"-volume.port={volume}", f"-volume.port.grpc={vgrpc}", "-volume.max=16",
              "-filer", f"-filer.port={filer}", f"-filer.port.grpc={fgrpc}",
-             "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={s3grpc}", f"-s3.config={cfg}"],
+             "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={s3grpc}", f"-s3.config={cfg}"),
             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
         def writable():  # the gateway answers, and a volume takes writes
-            c = self.client()
-            if not any(b["Name"] == "lab-probe" for b in c.list_buckets().get("Buckets", [])):
-                c.create_bucket(Bucket="lab-probe")
-            c.put_object(Bucket="lab-probe", Key="probe", Body=b"ok")
-            return True
+            return self.boto("[c.create_bucket(Bucket='lab-probe') if not any(b['Name'] == 'lab-probe' for b in "
+                             "c.list_buckets().get('Buckets', [])) else 0, c.put_object(Bucket='lab-probe', "
+                             "Key='probe', Body=b'ok')] and True")
         _wait(writable, "SeaweedFS", self.proc, log)
         return self
 
@@ -210,18 +236,18 @@ class S3:
             self.proc.wait()
 
     def bucket(self, name: str) -> str:
-        self.client().create_bucket(Bucket=name)
+        self.boto(f"c.create_bucket(Bucket={name!r}) and None")
         return name
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        return self.boto(f"[o['Key'] for page in c.get_paginator('list_objects_v2').paginate(Bucket={bucket!r}, "
+                         f"Prefix={prefix!r}) for o in page.get('Contents', [])]")
 
 
-def start_s3(root: Path) -> S3:
+def start_s3(root: Path, host: str = "127.0.0.1", netns: str | None = None) -> S3:
     folder = root / "s3"
     folder.mkdir(parents=True)
-    return S3(folder, free_port()).start()
+    return S3(folder, free_port(), host=host, netns=netns).start()
 
 
 @dataclass

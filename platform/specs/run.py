@@ -20,6 +20,7 @@ from nerlab.platform.errors import SpecError
 from nerlab.platform.specs.loader import from_dict, load_yaml, to_dict
 
 TINY_PLM = re.compile(r"^tiny:(\d+)x(\d+)$")
+REMOTE = "s3://"  # data files and PLM folders in object storage (fetched by each node: tracking.storage.local)
 KNOWN_HUB_PLMS = (  # the reference system's PLMs and common alternatives; any other hub name is allowed too
     "UBC-NLP/ARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-mix", "qarib/bert-base-qarib",
     "aubmindlab/bert-base-arabertv2", "UBC-NLP/MARBERTv2", "CAMeL-Lab/bert-base-arabic-camelbert-msa",
@@ -186,7 +187,7 @@ def check_plm(plm: str, source: str, key: str = "model.plm") -> None:
     Weights load only from safetensors: a folder holding only pickled weights (``pytorch_model.bin``)
     is refused here, before anything starts, rather than unpickled later.
     """
-    if TINY_PLM.match(plm):
+    if TINY_PLM.match(plm) or plm.startswith(REMOTE):  # a folder in object storage: checked once fetched
         return
     path = Path(plm).expanduser()
     if path.exists() or plm.startswith((".", "/", "~")):
@@ -240,8 +241,10 @@ def missing_file(path: Path) -> str:
 def resolve_paths(spec: RunSpec, base: Path, source: str) -> RunSpec:
     """Make data, PLM and output paths absolute (Ray moves each worker's working directory)."""
     def absolute(p: str | None, key: str, must_exist: bool = True) -> str | None:
-        if p is None:
-            return None
+        if p is None or p.startswith(REMOTE):  # read on each node (storage.local), checked by the driver
+            return p
+        if "://" in p:
+            raise SpecError(f"{source}: {key}: {p}: only s3:// URIs or paths are supported")
         q = (base / p).expanduser().resolve()
         if must_exist and not q.exists():
             raise SpecError(f"{source}: {key}: {missing_file(q)}")

@@ -32,6 +32,7 @@ from nerlab.platform.training.job import check_start, connect_ray, finish_job, j
 from nerlab.platform.training.inputs import Inputs, prepare_data, prepare_plm
 from nerlab.platform.studies.live_view import Console, TrialProgress, showing
 from nerlab.platform.specs.search import grid_points, param_space, trial_key, trial_run_name, trial_run_spec
+from nerlab.platform.specs.run import TINY_PLM
 from nerlab.platform.specs.study import StudySpec
 from nerlab.platform.studies.state import parent_run, saved_spec, study_status, trial_runs
 from nerlab.platform.training.timeline import mark
@@ -141,12 +142,23 @@ class CloseTrialRuns(tune.Callback):
 
 
 # ---- the study driver ----------------------------------------------------------------------------------
-def _prepare_inputs(spec: StudySpec) -> tuple[dict[str, str | None], dict[str, str]]:
-    """Data and PLMs for all trials (a synthetic corpus, tiny PLMs), built once before Ray starts."""
-    cache = Path(spec.output) / "prepared"
+def _prepare_inputs(spec: StudySpec, root: str) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Data and PLMs for all trials, built once before Ray starts (a synthetic corpus, tiny PLMs) under the
+    study's storage ``root``: in ``prepared/`` of a folder; in object storage, built in the output folder and
+    published to ``ROOT/prepared/``, so that no node reads the driver's disk."""
+    remote = storage.is_uri(root)
+    cache = Path(spec.output if remote else root) / "prepared"
     train, val, test = prepare_data(spec.data, cache, spec.task)  # files were validated by run_study
+    data = {"train": train, "val": val, "test": test}
     plms = {p: prepare_plm(p, train, cache) for p in spec.search.plm}
-    return {"train": train, "val": val, "test": test}, plms
+    if remote:
+        def published(folder: Path) -> str:
+            return storage.publish(str(folder), storage.join(root, "prepared", folder.name))
+        if spec.data.synth is not None:
+            corpus = published(Path(train).parent)
+            data = {split: storage.join(corpus, Path(path).name) for split, path in data.items()}
+        plms = {p: published(Path(path)) if TINY_PLM.match(p) else path for p, path in plms.items()}
+    return data, plms
 
 
 def _asha(spec: StudySpec):
@@ -197,15 +209,17 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
     space = param_space(spec)
     if restore:
-        return tune.Tuner.restore(storage.join(root, "tune", ctx.tune_name), trainable=trainable, param_space=space,
-                                  resume_errored=True)
+        path, fs = storage.ray_storage(storage.join(root, "tune", ctx.tune_name))
+        return tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_errored=True,
+                                  storage_filesystem=fs)
     scheduler = _asha(spec)
+    path, fs = storage.ray_storage(storage.join(root, "tune"))
     return tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(metric=N.TUNE_VAL_F1, mode="max", search_alg=_searcher(spec, out, todo),
                                     scheduler=scheduler, num_samples=samples,
                                     reuse_actors=r.inline),  # torch, the tokenizer and encoded data stay loaded
-        run_config=tune.RunConfig(name=ctx.tune_name, storage_path=storage.join(root, "tune"), callbacks=callbacks,
+        run_config=tune.RunConfig(name=ctx.tune_name, storage_path=path, storage_filesystem=fs, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=retries), verbose=1,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
@@ -228,7 +242,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
     as it is if it finished). A study whose spec changed is refused unless ``replace_old`` archives it.
     ``console``: the live view (Ray's own output to a log file unless verbose); None leaves output to Ray."""
     out = Path(spec.output)
-    store_uri, artifacts = check_start(spec, spec.resources.job, spec.resources.trial_cpus, source)
+    store_uri, artifacts = check_start(spec, spec.resources.job, spec.resources.trial_cpus, source, spec.search.plm)
     storage.check(spec.storage, f"{source}: storage")
     root = storage.study_root(spec.storage, spec.output, spec.name, _digest(spec))  # tune/ and ray-train/
     mark("study.start")
@@ -238,7 +252,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
             return done
         T.create_store(store_uri)  # once, under the lock, before the server or any reader opens it
         view = stack.enter_context(showing(console, spec)) if console is not None else None
-        data, plms = _prepare_inputs(spec)
+        data, plms = _prepare_inputs(spec, root)
         mark("study.prepared")
         uri = store_uri
         if store_uri.startswith("sqlite:"):  # one writer: a local server in front of the SQLite store
@@ -269,7 +283,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
             # ensemble (val, test) on any machine.
             for split in ("val", "test"):
                 if data[split]:
-                    _log_as(client, parent.info.run_id, data[split], N.gold_file(split))
+                    _log_as(client, parent.info.run_id, storage.local(data[split]), N.gold_file(split))
         ctx = StudyContext(spec=spec, data=data, plms=plms, output=str(out),
                            experiment=experiment, parent_run_id=parent.info.run_id,
                            storage=storage.join(root, "ray-train"), tracking_uri=uri, local_server=uri != store_uri,
@@ -288,7 +302,7 @@ def run_study(spec: StudySpec, source: str = "spec", replace_old: bool = False,
         # (every other epoch here) and warns about it; the snapshot takes milliseconds.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         callbacks = [CloseTrialRuns(ctx, exp_id), TrialProgress()]
-        restore = tune.Tuner.can_restore(storage.join(root, "tune", ctx.tune_name))
+        restore = tune.Tuner.can_restore(*storage.ray_storage(storage.join(root, "tune", ctx.tune_name)))
         try:
             results = _tuner(spec, ctx, out, callbacks, restore, root, todo, samples).fit() \
                 if restore or samples else []

@@ -206,13 +206,17 @@ def log_datasets(client: MlflowClient, run_id: str, files: dict[str, str | None]
     run = client.get_run(run_id)
     if run.inputs and run.inputs.dataset_inputs:
         return
+    from nerlab.platform.tracking.storage import is_uri, local
+
     inputs = []
     for split, path in files.items():
-        if not path or not Path(path).is_file():
+        copy = local(path) if path and is_uri(path) else path  # an s3:// file: its digest from this node's copy
+        if not copy or not Path(copy).is_file():
             continue
-        p = Path(path).resolve()
-        ds = Dataset(name=f"{p.parent.name}/{p.name}", digest=file_digest(p), source_type="local",
-                     source=json.dumps({"uri": str(p)}))
+        uri = path if is_uri(path) else str(Path(path).resolve())
+        parts = uri.rstrip("/").split("/")
+        ds = Dataset(name=f"{parts[-2]}/{parts[-1]}", digest=file_digest(copy), source_type="s3" if is_uri(path)
+                     else "local", source=json.dumps({"uri": uri}))
         inputs.append(DatasetInput(ds, [InputTag(MLFLOW_DATASET_CONTEXT, DATASET_CONTEXT.get(split, split))]))
     if inputs:
         client.log_inputs(run_id, datasets=inputs)

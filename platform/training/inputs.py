@@ -1,4 +1,5 @@
-"""Materialise what a spec names but nobody has yet: a synthetic corpus and tiny PLMs (cached)."""
+"""Materialise what a spec names but nobody has yet: a synthetic corpus and tiny PLMs (cached). Data files
+and PLM folders may be ``s3://`` URIs: each node reads its own copy (``storage.local``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerlab.models.wojood import WOJOOD_TYPES, read_file, to_flat, write_file
+from nerlab.models.wojood import WOJOOD_TYPES, DataError, read_file, to_flat, write_file
 from nerlab.platform.errors import SpecError, redact
 from nerlab.platform.specs.paths import writable_folder
-from nerlab.platform.specs.run import TINY_PLM, DataSpec
+from nerlab.platform.specs.run import TINY_PLM, DataSpec, check_plm
+from nerlab.platform.tracking.storage import is_uri, local
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,39 @@ def prepare_plm(plm: str, train_file: str, cache: Path) -> str:
     with _locked(cache):
         if not (folder / "config.json").is_file():
             tmp = folder.with_suffix(".tmp")
-            build_tiny_plm([Path(train_file)], tmp, layers=layers, hidden=hidden, heads=max(1, hidden // 32))
+            build_tiny_plm([Path(local(train_file))], tmp, layers=layers, hidden=hidden, heads=max(1, hidden // 32))
             tmp.rename(folder)
     return str(folder)
 
 
 def validate_files(task: str, train: str, val: str, test: str | None) -> None:
-    """Read every data file once in the driver so a bad line fails before any cluster starts."""
+    """Read every data file once in the driver so a bad line fails before any cluster starts (an ``s3://``
+    one from this node's copy, its errors naming the URI)."""
     for path in (train, val, test):
-        if path is not None:
-            read_file(path, task=task, types=WOJOOD_TYPES)
+        if path is None:
+            continue
+        try:
+            copy = fetched(path, "data")
+            read_file(copy, task=task, types=WOJOOD_TYPES)
+        except DataError as e:
+            raise DataError(str(e).replace(copy, path)) from None
+
+
+def fetched(place: str, where: str) -> str:
+    """``local(place)``, a missing or unreachable object being a one-line SpecError naming ``where``."""
+    try:
+        return local(place)
+    except OSError as e:  # FileNotFoundError names the URI; pyarrow's errors (credentials, network) do not
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"{where}: {first if place in first else f'{place}: {first}'}") from None
+
+
+def check_remote_plms(plms, source: str) -> None:
+    """PLM folders named by ``s3://`` URIs, fetched to this node and checked as a local folder is by
+    ``check_plm`` (weights, config) before anything starts."""
+    for plm in plms:
+        if is_uri(plm):
+            check_plm(fetched(plm, f"{source}: PLM"), source, f"PLM {plm}")
 
 
 def check_store(tracking_uri: str, where: str) -> None:

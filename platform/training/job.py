@@ -25,8 +25,9 @@ from nerlab.models.precision import CPU_BF16_REFUSED, cpu_bf16_supported
 from nerlab.platform.studies import ownership
 from nerlab.platform.tracking import runs as T
 from nerlab.platform.tracking.server import PortLost, on_a_port
+from nerlab.platform.tracking.storage import ray_storage
 from nerlab.platform.specs.paths import writable_folder
-from nerlab.platform.training.inputs import Inputs, check_store, prepare, validate_files
+from nerlab.platform.training.inputs import Inputs, check_remote_plms, check_store, prepare, validate_files
 from nerlab.platform.specs.run import RunSpec
 from nerlab.platform.training.timeline import mark
 from nerlab.platform.training.worker import Job, train_fn_per_worker
@@ -122,9 +123,10 @@ def check_fits(resources, overhead_cpus: float, address: str | None, where: str,
                              f"Ray has {have.get(kind, 0):g}; lower the workers or the {kind}s per worker")
 
 
-def check_start(spec, resources, overhead_cpus: float, source: str) -> tuple[str, str | None]:
+def check_start(spec, resources, overhead_cpus: float, source: str, plms) -> tuple[str, str | None]:
     """What a job and a study check before anything starts (each a one-line error naming the key): the
-    resources fit, the output folder is writable, the tracking store and the data files are sound.
+    resources fit, the output folder is writable, the tracking store, the data files and the PLM folders
+    in object storage (``plms``: the ones the job or study trains) are sound.
     Returns the tracking store's URI and the artifact location."""
     out = Path(spec.output)
     check_fits(resources, overhead_cpus, spec.ray_address, f"{source}: resources")
@@ -134,6 +136,7 @@ def check_start(spec, resources, overhead_cpus: float, source: str) -> tuple[str
     check_store(uri, f"{source}: tracking.tracking_uri")
     if spec.data.synth is None:  # bad data fails before the output folder exists
         validate_files(spec.task, spec.data.train, spec.data.val, spec.data.test)
+    check_remote_plms(plms, source)
     return uri, artifacts
 
 
@@ -157,6 +160,7 @@ def build_trainer(job: Job, storage: str, name: str, callbacks=()) -> TorchTrain
     spec = job.spec
     gpu = use_gpu(spec)
     per_worker = replace(spec.resources, workers=1).need(gpu)  # one worker's CPUs (and GPUs)
+    path, fs = ray_storage(storage)
     config = {"spec": to_dict(spec), **{k: v for k, v in job.__dict__.items() if k != "spec"}}
     return TorchTrainer(
         train_fn_per_worker,
@@ -164,7 +168,7 @@ def build_trainer(job: Job, storage: str, name: str, callbacks=()) -> TorchTrain
         scaling_config=ScalingConfig(num_workers=spec.resources.workers, use_gpu=gpu,
                                      resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=name, storage_path=storage, callbacks=list(callbacks),
+            name=name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -219,7 +223,7 @@ def train(spec: RunSpec, workers: int | None = None, source: str = "spec", repla
     if workers is not None:
         spec = replace(spec, resources=replace(spec.resources, workers=workers))
     out = Path(spec.output)
-    uri, artifacts = check_start(spec, spec.resources, 0.0, source)
+    uri, artifacts = check_start(spec, spec.resources, 0.0, source, (spec.model.plm,))
     key, experiment = f"{spec.name}@{out}", spec.tracking.experiment or spec.name
     with ExitStack() as stack:
         what = f"training job {spec.name} ({out})"

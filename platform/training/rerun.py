@@ -17,6 +17,7 @@ from nerlab.models import names as N
 from nerlab.platform.errors import UsageError, redact
 from nerlab.platform.specs.run import DataSpec, RunSpec, resolve_paths
 from nerlab.platform.tracking import runs as T
+from nerlab.platform.tracking.storage import local
 
 
 def run_id_of(ref: str) -> str:
@@ -72,9 +73,13 @@ def _logged_data(run, ref: str) -> DataSpec:
         raise UsageError(f"--from-run {ref}: the run logged no training and validation files (MLflow datasets): "
                          f"its data cannot be checked")
     for split, (path, digest) in files.items():
-        if not Path(path).is_file():
+        try:
+            copy = local(path)  # an s3:// file: this node's copy of the objects there now
+        except OSError:
+            copy = None
+        if copy is None or not Path(copy).is_file():
             raise UsageError(f"--from-run {ref}: its {split} file {path} is missing")
-        now = T.file_digest(path)
+        now = T.file_digest(copy)
         if now != digest:
             raise UsageError(f"--from-run {ref}: its {split} file {path} changed since the run read it "
                              f"(digest {now}, logged {digest})")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from nerlab.models.training import (BestEpoch, epoch_batches, eval_batch_size, e
                                     run_epoch, seed_everything, weights)
 from nerlab.models.wojood import read_file
 from nerlab.platform.tracking import runs as T
+from nerlab.platform.tracking.storage import local
 from nerlab.platform.specs.run import RunSpec
 from nerlab.platform.training.rank0 import RankZeroLog, epoch_metrics, write_outputs
 from nerlab.platform.training.sessions import TrainSession, TuneSession
@@ -68,6 +69,10 @@ class Job:
     plm: str
     tracking_uri: str
     run_id: str
+
+    def on_this_node(self) -> "Job":
+        """This job with its inputs as paths on this node (``s3://`` ones fetched into the node's cache)."""
+        return replace(self, train=local(self.train), val=local(self.val), test=local(self.test), plm=local(self.plm))
 
     @classmethod
     def from_config(cls, config: dict) -> "Job":
@@ -159,6 +164,7 @@ def train_fn_per_worker(config: dict) -> None:
 
 def run_worker(job: Job, session: TrainSession | TuneSession) -> None:
     mark("worker.start")
+    job = job.on_this_node()
     checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:

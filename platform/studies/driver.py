@@ -195,6 +195,48 @@ def _searcher(spec: StudySpec, out: Path, todo: list[dict]):
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
 
+def surviving_checkpoint(result):
+    """The checkpoint to restore a trial from: the one Tune's saved state names, or, when that one is gone,
+    the oldest of the trial's later checkpoints (None when there is none: the trial starts afresh).
+
+    Tune deletes a trial's oldest checkpoint when it registers a newer one, and only then snapshots its own
+    state, which it uploads in the background. A driver killed before that upload ends leaves a state that
+    names a deleted checkpoint, and Tune's restore of that trial fails on every retry and every resume.
+    The checkpoints registered after it are whole (a checkpoint is registered once uploaded); only the
+    newest one can be an upload cut short, so the oldest later one is taken. Epochs already in MLflow are
+    not logged again (rank0.RankZeroLog), so the run's history stays one entry per epoch."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    checkpoint = getattr(result, "checkpoint", None)
+    if checkpoint is None:  # not a saved training result: Tune's own handling
+        return result
+    fs, path = checkpoint.filesystem, checkpoint.path
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return result
+    trial_dir, name = path.rstrip("/").rsplit("/", 1)
+    later = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+                   if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_") and f.base_name > name)
+    return _TrainingResult(Checkpoint(later[0], filesystem=fs), result.metrics) if later else None
+
+
+def _restorable(fn):
+    """The trial function ``fn`` as Tune's trainable class, restored from ``surviving_checkpoint``."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    trainable = wrap_function(fn)
+
+    class Trial(trainable):
+        def restore(self, checkpoint_path, *args, **kwargs):
+            found = surviving_checkpoint(checkpoint_path)
+            if found is not None:
+                return super().restore(found, *args, **kwargs)
+
+    Trial.__name__ = Trial.__qualname__ = trainable.__name__  # Tune names trials and their folders by it
+    return Trial
+
+
 def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, restore: bool, root: str,
            todo: list[dict], samples: int) -> tune.Tuner:
     """Tune's run of this command: the grid's points ``todo``, or ``samples`` more Optuna trials."""
@@ -206,7 +248,7 @@ def _tuner(spec: StudySpec, ctx: StudyContext, out: Path, callbacks: list, resto
     if r.inline:  # the trial is its job's (one) worker: it holds the job's resources and retries its failures
         need = r.job.need(use_gpu(spec.base_run()), r.trial_cpus)
         retries += r.max_failures
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), need)
+    trainable = tune.with_resources(_restorable(tune.with_parameters(trial_driver, ctx=ctx)), need)
     space = param_space(spec)
     if restore:
         path, fs = storage.ray_storage(storage.join(root, "tune", ctx.tune_name))

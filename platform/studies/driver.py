@@ -190,9 +190,22 @@ def _searcher(spec: StudySpec, out: Path, todo: list[dict]):
     from ray.tune.search.optuna import OptunaSearch
 
     db = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
-    searcher = OptunaSearch(metric=N.TUNE_VAL_F1, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search.sampler_seed),
+    searcher = OptunaSearch(metric=N.TUNE_VAL_F1, mode="max", sampler=tpe_sampler(spec.name, spec.search.sampler_seed, db),
                             study_name=spec.name, storage=db)
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
+
+
+def tpe_sampler(name: str, seed: int, db):
+    """TPE seeded by ``seed`` plus the number of trials the search already holds in ``db``. A sampler's random
+    stream restarts with its seed and TPE's first points (``n_startup_trials``) are random, so a grown
+    search seeded as its first round would propose that round's points again."""
+    import optuna
+
+    try:
+        held = len(optuna.load_study(study_name=name, storage=db).trials)
+    except KeyError:  # a new search
+        held = 0
+    return optuna.samplers.TPESampler(seed=seed + held)
 
 
 def surviving_checkpoint(result):

@@ -78,3 +78,30 @@ def test_an_optuna_search_grows_by_num_samples_only() -> None:
     assert compare(more, tpe)[1] == ["search.num_samples 16 -> 8 (a search cannot shrink)"]
     other_plms = replace(more, search=replace(more.search, plm=("tiny:2x32", "tiny:2x64", "qarib")))
     assert compare(tpe, other_plms)[1][0].startswith("search.plm ")  # a search's space is fixed
+
+
+def test_a_grown_optuna_search_draws_new_points_instead_of_replaying_its_first_round(tmp_path) -> None:
+    """Round 1: 8 trials from the spec's seeded TPE (all random: TPE starts with 10 random points). Round 2,
+    a new command on the same storage: the sampler as the study builds it proposes points round 1 did not
+    try, where the same seed restarted replays round 1's first points."""
+    import optuna
+
+    from nerlab.platform.studies.driver import tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+    def ask(sampler, n: int) -> list[float]:
+        study = optuna.create_study(study_name="s", storage=db, load_if_exists=True, sampler=sampler,
+                                    direction="maximize")
+        lrs = []
+        for _ in range(n):
+            trial = study.ask()
+            lrs.append(trial.suggest_float("lr", 1e-5, 3e-2, log=True))
+            study.tell(trial, lrs[-1])
+        return lrs
+
+    first = ask(tpe_sampler("s", 7, db), 8)
+    assert ask(optuna.samplers.TPESampler(seed=7), 1)[0] == first[0]  # the replay a restarted seed gives
+    second = ask(tpe_sampler("s", 7, db), 2)
+    assert not set(second) & set(first)

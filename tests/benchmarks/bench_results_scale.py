@@ -1,6 +1,6 @@
-"""Benchmark: how the results verbs grow with a study's trials (time and peak memory).
+"""Benchmark: how the results verbs grow with a study's trials (time and peak memory), on SQLite and PostgreSQL.
 
-Builds, per size N, a study folder whose SQLite MLflow store holds a grid study's parent run and N trial
+Builds, per size N, a study folder and its MLflow store holding a grid study's parent run and N trial
 child runs, logged synthetically through the MLflow client as a study writes them (``platform/training/job.py``
 ``open_run``, ``platform/studies/driver.py``): tags plm/loss/penalty/seed/task, ``nerlab.trial``, ``nerlab.study``,
 ``mlflow.parentRunId``; params ``trial.*``, ``resources.*``; per-epoch metrics for 5 epochs; and, for a
@@ -8,11 +8,25 @@ finished trial, the final best/val/micro_f1, test/micro_f1, best_epoch, its val 
 (a third of the trials are stopped early by "ASHA": epochs 1-2 only, no final metrics, no artifacts). The
 grid is 5 PLMs x 2 losses x 5 λ (50 configurations) x N/50 seeds.
 
+The store (``--backend``): ``sqlite``, the study's own ``mlflow.db`` with its artifacts in the study folder;
+``postgresql``, a database of its own per size in a fresh PostgreSQL cluster (tests/lab.py's
+``start_postgres``), the runs written straight to it, and an ``mlflow server`` over it (``start_mlflow``,
+``--artifacts-destination`` a local folder: the runs' artifacts are ``mlflow-artifacts:/`` URIs, as on a
+lab's server; the bucket behind it is left out). ``--backends sqlite postgresql`` measures both, verb by verb
+interleaved, and prints PostgreSQL / SQLite ratios per verb and size.
+
 Then runs each verb as a user does, in its own process (``nerlab leaderboard``, ``nerlab report --no-log``,
 ``nerlab select --dry-run``, ``nerlab study status``), and records its wall time and peak RSS
 (``ru_maxrss`` of the child). Goal: each <= 5 s at 2,000 runs, and linear or better from 200 to 2,000.
+On PostgreSQL (``ROUTES``): ``leaderboard`` runs with ``--tracking-uri postgresql://...`` (the database read
+directly, one query per table); ``report`` and ``select`` with ``--tracking-uri http://SERVER``, since they read
+artifacts (each finished trial's val predictions, the gold file) that only the server serves; ``study
+status`` has no ``--tracking-uri``: it reads the store its study.yaml names, the ``postgresql://`` URI. The
+verb's CPU seconds are its own process's: the database's and the server's work shows in its wall time only.
 
-Usage: ``python tests/benchmarks/bench_results_scale.py [--smoke] [--sizes 200 2000] [--json PATH] [--out DIR]``
+Usage: ``python tests/benchmarks/bench_results_scale.py [--smoke] [--sizes 200 2000] [--backends sqlite postgresql]
+[--json PATH] [--out DIR]``; the comparison's figures go to ``--json tests/benchmarks/results/results_scale_pg.json``
+(table.py's PostgreSQL vs SQLite rows), beside the SQLite-only ``results_scale.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +35,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +45,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_study import base_spec  # noqa: E402
+import lab as L  # noqa: E402  (tests/lab.py)
 
 PLMS = ["tiny:2x32", "tiny:2x64", "tiny:4x32", "tiny:4x64", "tiny:2x128"]
 LOSSES = ["ce", "unified"]
@@ -45,11 +60,22 @@ VERBS = {
     "select": ["select", "{folder}", "--dry-run", "--name", "bench"],
     "study status": ["study", "status", "{folder}"],
 }
+# How each verb reaches a PostgreSQL store (on SQLite each reads the study's own store): ``database``: with
+# ``--tracking-uri postgresql://...`` (one query per table); ``server``: with ``--tracking-uri http://...`` of an
+# mlflow server over the database, since the verb reads artifacts (val predictions, gold), which a lab's
+# runs have as ``mlflow-artifacts:/`` URIs that only the server resolves; ``spec``: the verb has no
+# --tracking-uri and reads the store study.yaml names.
+ROUTES = {"leaderboard": "database", "report": "server", "select": "server", "study status": "spec"}
+BACKENDS = ("sqlite", "postgresql")
 
 
-def build_store(folder: Path, n: int, seed: int = 0) -> float:
-    """The study folder with ``n`` trial runs; returns the seconds it took to log them."""
-    from mlflow.entities import Metric, Param, RunTag
+def build_store(folder: Path, n: int, uri: str, served: Path | None = None, seed: int = 0) -> float:
+    """The study folder with ``n`` trial runs in the store ``uri`` (its study.yaml names it); returns the
+    seconds it took to log them. ``served``: the ``--artifacts-destination`` folder of the tracking server that
+    will serve the store (the runs' artifact URIs are then ``mlflow-artifacts:/NAME/...``, as a lab server
+    gives them); else the artifacts are the study folder's own ``mlartifacts``, as a study's SQLite store has
+    them. Artifact files are written where the store's artifact URIs put them, not uploaded."""
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     from nerlab.models import names as N
@@ -60,19 +86,29 @@ def build_store(folder: Path, n: int, seed: int = 0) -> float:
 
     seeds = list(range(3407, 3407 + max(1, n // (len(PLMS) * len(LOSSES) * len(PENALTIES)))))
     name = folder.name
-    spec_dict = {**base_spec(name, 200, EPOCHS), "output": str(folder),
+    spec_dict = {**base_spec(name, 200, EPOCHS), "output": str(folder), "tracking": {"tracking_uri": uri},
                  "search": {"mode": "grid", "plm": PLMS, "loss": LOSSES, "variance_penalty": PENALTIES, "seeds": seeds}}
     spec = from_dict(StudySpec, spec_dict, "bench")
     folder.mkdir(parents=True)
     (folder / N.STUDY_FILE).write_text(yaml.safe_dump(spec.to_dict(), allow_unicode=True, sort_keys=False))
     corpus = write_corpus(folder / "prepared", 200, 0)
     gold = Path(corpus["val"]).read_text(encoding="utf-8")
+    if served is None:
+        location, artifacts = (folder / "mlartifacts").as_uri(), folder / "mlartifacts"
+    else:
+        location, artifacts = f"mlflow-artifacts:/{name}", served / name
+
+    def write_artifact(run_id: str, path: str, text: str) -> None:
+        f = artifacts / run_id / "artifacts" / path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text, encoding="utf-8")
+
     start = time.perf_counter()
-    client = MlflowClient(f"sqlite:///{folder / N.STORE_FILE}")
-    exp = client.create_experiment(name, artifact_location=(folder / "mlartifacts").as_uri())
+    client = MlflowClient(uri)
+    exp = client.create_experiment(name, artifact_location=location)
     parent = client.create_run(exp, run_name=name, tags={N.STUDY_RUN_TAG: name, N.KIND_TAG: "study"})
     T.log_params(client, parent.info.run_id, T.spec_params(spec), {})
-    client.log_text(parent.info.run_id, gold, f"{N.GOLD_DIR}/val.txt")
+    write_artifact(parent.info.run_id, N.gold_file("val"), gold)
     base_params = T.flatten(T.spec_params(spec.base_run()))
     rng = random.Random(seed)
     t0 = 1_700_000_000_000
@@ -115,14 +151,11 @@ def build_store(folder: Path, n: int, seed: int = 0) -> float:
                         client.log_batch(rid, params=ps[j:j + 100])
                     for j in range(0, len(metrics), 1000):
                         client.log_batch(rid, metrics=metrics[j:j + 1000])
-                    if not stopped:  # artifacts written where the store's artifact root puts them
-                        art = folder / "mlartifacts" / rid / "artifacts"
-                        (art / N.REPORTS_DIR).mkdir(parents=True)
-                        (art / N.PREDICTIONS_DIR).mkdir()
+                    if not stopped:
                         rep = {"micro": {"f1": best}, "per_type": {t: {"f1": best, "precision": best, "recall": best,
                                                                       "support": 10} for t in TYPES}}
-                        (art / N.report_file("val")).write_text(json.dumps(rep))
-                        (art / N.predictions_file("val")).write_text(gold, encoding="utf-8")
+                        write_artifact(rid, N.report_file("val"), json.dumps(rep))
+                        write_artifact(rid, N.predictions_file("val"), gold)
                     client.set_terminated(rid, "FINISHED", end_time=t0 + i * 1000 + 950)
     client.set_terminated(parent.info.run_id, "FINISHED")
     return time.perf_counter() - start
@@ -156,51 +189,122 @@ def run_verb(folder: Path, argv: list[str], code: str | None = None) -> dict:
     return {"wall_s": wall, "verb_s": float(inner), "cpu_s": float(cpu), "peak_rss_mib": int(rss) / 1024}
 
 
+def postgres_store(pg, root: Path, n: int, served: Path) -> tuple[Path, str]:
+    """The study of ``n`` trial runs in a database of its own on ``pg``, built in a child process (see main);
+    returns its folder and its ``postgresql://`` URI (driven by psycopg 3)."""
+    folder = root / f"pg-scale-{n}"
+    shutil.rmtree(folder, ignore_errors=True)  # its database is new: so is its folder
+    uri = pg.createdb(f"scale{n}")
+    subprocess.run([sys.executable, __file__, "--build", str(folder), str(n), uri, str(served)], check=True)
+    return folder, uri
+
+
+def sqlite_store(root: Path, n: int) -> Path:
+    """The study of ``n`` trial runs in its own SQLite store, kept (and reused) under ``root``."""
+    folder = root / f"scale-{n}"
+    if not (folder / "mlflow.db").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run([sys.executable, __file__, "--build", str(folder), str(n),
+                        f"sqlite:///{folder / 'mlflow.db'}"], check=True)
+    return folder
+
+
+def show(verb: str, n: int, backend: str, r: dict, before: bool = False) -> None:
+    print(f"{verb:14} N={n:5} {backend:10} {'before ' if before else ''}{r['wall_s']:6.2f} s wall, "
+          f"{r['cpu_s']:6.2f} s CPU (verb {r['verb_s']:.2f} s), peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="50 and 100 runs: checks the script works")
     ap.add_argument("--sizes", type=int, nargs="+", help="trial runs per store (default 200 2000)")
+    ap.add_argument("--backend", "--backends", dest="backends", nargs="+", choices=BACKENDS, default=["sqlite"],
+                    help="the store(s) to measure: sqlite (the study's own), postgresql (a fresh PostgreSQL "
+                         "cluster and an mlflow server over it, as tests/lab.py starts them), or both side by side")
     ap.add_argument("--json", help="write the figures here")
-    ap.add_argument("--out", help="keep the stores here (default: a temporary folder); an existing store is reused")
+    ap.add_argument("--out", help="keep the stores here (default: a temporary folder); an existing SQLite store "
+                    "is reused (PostgreSQL ones are built anew in a temporary cluster)")
     ap.add_argument("--verbs", nargs="+", choices=list(VERBS), default=list(VERBS))
     ap.add_argument("--compare", help="a folder holding an earlier nerlab (e.g. `git archive COMMIT` under "
                     "DIR/nerlab): each verb runs with it, then with this checkout, interleaved")
-    ap.add_argument("--build", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--build", nargs="+", metavar="ARG", help=argparse.SUPPRESS)  # FOLDER N URI [SERVED]
     args = ap.parse_args(argv)
     if args.build:
-        build_store(Path(args.build[0]), int(args.build[1]))
+        folder, n, uri, *served = args.build
+        build_store(Path(folder), int(n), uri, Path(served[0]) if served else None)
         return 0
+    backends = list(dict.fromkeys(args.backends))
+    if "postgresql" in backends and L.missing():
+        sys.exit(f"--backend postgresql: cannot start PostgreSQL here: {L.missing()}")
     sizes = args.sizes or ([50, 100] if args.smoke else [200, 2000])
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-results-"))
     root.mkdir(parents=True, exist_ok=True)
-    fig: dict = {"smoke": args.smoke, "sizes": sizes, "epochs": EPOCHS, "verbs": {}, "build_s": {}}
-    for n in sizes:
-        folder = root / f"scale-{n}"
-        if not (folder / "mlflow.db").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            # In a child process: Linux keeps a process's peak RSS across exec, so a bench process grown by
-            # building the store would set a floor under every verb's figure it starts afterwards.
-            t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--build", str(folder), str(n)], check=True)
-            fig["build_s"][str(n)] = time.perf_counter() - t
-            print(f"store of {n} trial runs built in {fig['build_s'][str(n)]:.0f} s", flush=True)
-        for verb in args.verbs:
-            if args.compare:
-                b = run_verb(folder, VERBS[verb], args.compare)
-                fig.setdefault("before", {}).setdefault(verb, {})[str(n)] = b
-                print(f"{verb:14} N={n:5}  before {b['wall_s']:6.2f} s wall, {b['cpu_s']:6.2f} s CPU, "
-                      f"peak RSS {b['peak_rss_mib']:.0f} MiB", flush=True)
-            r = run_verb(folder, VERBS[verb])
-            fig["verbs"].setdefault(verb, {})[str(n)] = r
-            print(f"{verb:14} N={n:5}  {r['wall_s']:6.2f} s wall, {r['cpu_s']:6.2f} s CPU (verb {r['verb_s']:.2f} s), "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    fig: dict = {"smoke": args.smoke, "sizes": sizes, "epochs": EPOCHS, "backends": backends, "verbs": {},
+                 "build_s": {}}
+    # the SQLite figures stay at the top level (tests/benchmarks/table.py reads them there)
+    slots = {"sqlite": fig, "postgresql": fig.setdefault("postgresql", {"verbs": {}, "build_s": {}, "routes": {
+        verb: ROUTES[verb] for verb in args.verbs}}) if "postgresql" in backends else None}
+    pg = pg_root = server = None
+    if "postgresql" in backends:
+        pg_root = Path(tempfile.mkdtemp(prefix="bench-results-pg-"))  # not under --out: the postgres user reads it
+        os.chmod(pg_root, 0o755)
+        pg = L.start_postgres(pg_root)
+    try:
+        for n in sizes:
+            uris: dict[str, dict] = {}  # backend: the --tracking-uri of each route (none: the study's own store)
+            folders: dict[str, Path] = {}
+            for backend in backends:
+                # Each store is built in a child process: Linux keeps a process's peak RSS across exec, so a bench
+                # process grown by building the store would set a floor under every verb's figure it starts afterwards.
+                t = time.perf_counter()
+                if backend == "sqlite":
+                    folders[backend], uris[backend] = sqlite_store(root, n), {}
+                else:
+                    folders[backend], db = postgres_store(pg, root, n, pg_root / "artifacts")
+                    uris[backend] = {"database": db, "spec": None}
+                    if "server" in {ROUTES[v] for v in args.verbs}:
+                        server = L.start_mlflow(db, str(pg_root / "artifacts"), pg_root / f"mlflow-{n}.log")
+                        uris[backend]["server"] = server.url
+                slots[backend]["build_s"][str(n)] = time.perf_counter() - t
+                print(f"{backend} store of {n} trial runs ready in {slots[backend]['build_s'][str(n)]:.0f} s", flush=True)
+            for verb in args.verbs:
+                for backend in backends:  # interleaved, so that a busy machine weighs on both alike
+                    uri = uris[backend].get(ROUTES[verb])
+                    argv = VERBS[verb] + (["--tracking-uri", uri] if uri else [])
+                    if args.compare:
+                        b = run_verb(folders[backend], argv, args.compare)
+                        slots[backend].setdefault("before", {}).setdefault(verb, {})[str(n)] = b
+                        show(verb, n, backend, b, before=True)
+                    r = run_verb(folders[backend], argv)
+                    slots[backend]["verbs"].setdefault(verb, {})[str(n)] = r
+                    show(verb, n, backend, r)
+            if server is not None:
+                server.stop()
+                server = None
+    finally:
+        if server is not None:
+            server.stop()
+        if pg is not None:
+            pg.stop("immediate")
+            shutil.rmtree(pg_root, ignore_errors=True)
     lo, hi = str(min(sizes)), str(max(sizes))
-    for verb, by in fig["verbs"].items():
-        # growth of the CPU seconds (start-up and imports included), hi over lo, against N's ratio
-        by["growth"] = by[hi]["cpu_s"] / max(by[lo]["cpu_s"], 1e-9)
     fig["n_ratio"] = int(hi) / int(lo)
-    print(f"growth of each verb's CPU time from N={lo} to N={hi} (N grows {fig['n_ratio']:.0f}x): "
-          + ", ".join(f"{v} {by['growth']:.1f}x" for v, by in fig["verbs"].items()))
+    for backend in backends:
+        for verb, by in slots[backend]["verbs"].items():
+            # growth of the CPU seconds (start-up and imports included), hi over lo, against N's ratio
+            by["growth"] = by[hi]["cpu_s"] / max(by[lo]["cpu_s"], 1e-9)
+        print(f"{backend}: growth of each verb's CPU time from N={lo} to N={hi} (N grows {fig['n_ratio']:.0f}x): "
+              + ", ".join(f"{v} {by['growth']:.1f}x" for v, by in slots[backend]["verbs"].items()))
+    if len(backends) == 2:
+        # wall time is the figure to compare: on PostgreSQL part of the work is done by the database (and the
+        # tracking server), whose CPU seconds are not the verb's
+        ratios = fig["pg_over_sqlite"] = {verb: {str(n): {k: fig["postgresql"]["verbs"][verb][str(n)][k] / max(
+            fig["verbs"][verb][str(n)][k], 1e-9) for k in ("wall_s", "cpu_s", "peak_rss_mib")} for n in sizes}
+            for verb in args.verbs}
+        print("PostgreSQL / SQLite, wall time (the verb's own CPU) per verb and size:")
+        for verb, by in ratios.items():
+            print(f"  {verb:14} ({ROUTES[verb]:8}) " + ", ".join(
+                f"N={n}: {r['wall_s']:.2f}x ({r['cpu_s']:.2f}x)" for n, r in by.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
     return 0

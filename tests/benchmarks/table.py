@@ -110,6 +110,20 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                         "synthetic SQLite store (tags, params, 5 epochs of metrics, artifacts as a study logs them), the "
                         "verb in a fresh process, CPU seconds incl. imports, before/after interleaved; goal <= 5 s at "
                         "2,000 (`bench_results_scale.py`)"))
+    pgs = load(folder, "results_scale_pg")  # bench_results_scale.py --backends sqlite postgresql
+    if pgs and "pg_over_sqlite" in pgs:
+        hi = str(max(pgs["sizes"]))
+        pg, lite = pgs["postgresql"]["verbs"], pgs["verbs"]
+        for verb, ratio in pgs["pg_over_sqlite"].items():
+            route = {"database": "--tracking-uri postgresql://", "server": "--tracking-uri http:// (mlflow server)",
+                     "spec": "study.yaml's postgresql://"}[pgs["postgresql"]["routes"][verb]]
+            out.append((f"`{verb}` at {int(hi):,} trial runs, PostgreSQL vs SQLite",
+                        f"{pg[verb][hi]['wall_s']:.1f} vs {lite[verb][hi]['wall_s']:.1f} s wall "
+                        f"(**{ratio[hi]['wall_s']:.2f}x**), verb's CPU {pg[verb][hi]['cpu_s']:.1f} vs "
+                        f"{lite[verb][hi]['cpu_s']:.1f} s, peak RSS {pg[verb][hi]['peak_rss_mib']:.0f} vs "
+                        f"{lite[verb][hi]['peak_rss_mib']:.0f} MiB",
+                        f"same synthetic study in PostgreSQL 15 (tests/lab.py), read with {route}; SQLite: the study's "
+                        "own store; interleaved, one run (`bench_results_scale.py --backends sqlite postgresql`)"))
     sr = load(folder, "seed_recipe")
     if sr:
         how = (f"real Wojood sample, nested, tiny BERT {sr['layers']}x{sr['hidden']} from scratch, {sr['epochs']} epochs, "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nerlab.models import names as N
 from nerlab.platform.specs.paths import writable_folder
-from nerlab.platform.tracking.stores import resolve_study
+from nerlab.platform.tracking.stores import artifacts_reachable, resolve_study
 from nerlab.platform.errors import UsageError
 
 
@@ -50,6 +50,7 @@ def cmd_report(args) -> int:
     from nerlab.dashboards.report import build_report
 
     ref = resolve_study(args.study, args.tracking_uri)
+    artifacts_reachable(ref, "report")
     out = Path(args.out) if args.out else (ref.folder / N.REPORT_DIR if ref.folder else Path(f"report-{ref.name}"))
     writable_folder(out, "--out" if args.out else "the report's folder")
     result = build_report(ref.client, ref.experiment_id, ref.parent_run_id, out.resolve(), top_k=args.top,
@@ -71,6 +72,7 @@ def cmd_select(args) -> int:
         if value and not Path(value).is_file():
             raise FileNotFoundError(f"{value}: no such file (--{flag.replace('_', '-')})")
     ref = resolve_study(args.study, args.tracking_uri)
+    artifacts_reachable(ref, "select")
     if args.ensemble:
         return _select_ensemble(args, ref)
     try:

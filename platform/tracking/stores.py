@@ -119,6 +119,19 @@ def resolve_study(study: str, tracking_uri: str | None = None) -> StudyRef:
     return StudyRef(name or p.data.tags[tag], uri, c, p.info.experiment_id, p.info.run_id, folder)
 
 
+def artifacts_reachable(ref: StudyRef, verb: str) -> None:
+    """A verb that reads the runs' artifacts refuses a database URI whose runs keep them behind a tracking
+    server (``mlflow-artifacts:/``): MLflow resolves those only through an http(s) tracking URI, and the
+    verb would otherwise run without them (no figures, no bootstrap) and say nothing."""
+    if ref.uri.startswith(("http://", "https://")):
+        return
+    artifacts = ref.client.get_run(ref.parent_run_id).info.artifact_uri or ""
+    if artifacts.startswith("mlflow-artifacts:"):
+        raise UsageError(f"{verb} {ref.name}: {redact(ref.uri)} is the database; the runs' artifacts are served by "
+                         f"the tracking server ({artifacts.split('/')[0]}/...): give its URL (--tracking-uri "
+                         f"http://HOST:PORT)")
+
+
 # ---- registered models -------------------------------------------------------------------------------------
 def registry_uri(model: str, study: str | None, tracking_uri: str | None) -> str:
     """The store whose registry holds ``model`` (or that holds a run, ``runs:/ID``): --tracking-uri, else the

@@ -230,6 +230,19 @@ def test_every_results_verb_works_over_the_server(lab, study, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_verbs_that_read_artifacts_refuse_the_database_uri(lab, study, tmp_path):
+    """report and select over postgresql:// would run without the runs' artifacts (MLflow reaches
+    mlflow-artifacts:/ only through an http tracking URI): one line saying to give the server, exit 2."""
+    for verb in (["report", STUDY, "--no-log"], ["select", STUDY, "--name", "lab-tagger", "--dry-run"]):
+        p = nerlab(*verb, "--tracking-uri", lab.backend, cwd=tmp_path)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "artifacts are served by the tracking server" in p.stderr and "--tracking-uri http" in p.stderr
+    p = nerlab("leaderboard", STUDY, "--tracking-uri", lab.backend, "--json", cwd=tmp_path)  # needs none
+    assert p.returncode == 0 and len(json.loads(p.stdout)["rows"]) == 2, p.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_fast_sql_path_reads_postgresql_as_mlflow_does(lab, study):
     """dashboards/runs.py's four queries on PostgreSQL give what MLflow's search_runs gives, run for run."""

@@ -10,7 +10,7 @@ import sys
 
 from nerlab.models.wojood import DataError
 from nerlab.platform.commands import register
-from nerlab.platform.errors import SpecError, UsageError, redact
+from nerlab.platform.errors import SpecError, UsageError, first_line, redact
 
 BAD_INPUT = (UsageError, DataError, SpecError, FileNotFoundError)
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except BAD_INPUT as e:
         # One line, and never a credential a spec value carried (a tracking URI's user:password@).
-        msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"nerlab: error: {redact(msg)}", file=sys.stderr)
+        print(f"nerlab: error: {redact(first_line(e))}", file=sys.stderr)
         return 2
 
 

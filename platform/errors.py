@@ -18,6 +18,12 @@ _URI_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
 _SECRET_QUERY = re.compile(r"(?i)((?:password|passwd|token|secret|key)=)[^&\s'\"]+")
 
 
+def first_line(e: BaseException) -> str:
+    """An error's message as one line (its first), or its type's name when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def redact(text: str) -> str:
     """``text`` (a URI, or a message that echoes one) with the ``user:password@`` of every URI and the
     values of ``token=``, ``password=``, ``secret=``, ``key=`` masked: credentials never reach the

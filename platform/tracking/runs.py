@@ -210,7 +210,7 @@ def log_datasets(client: MlflowClient, run_id: str, files: dict[str, str | None]
 
     inputs = []
     for split, path in files.items():
-        copy = local(path) if path and is_uri(path) else path  # an s3:// file: its digest from this node's copy
+        copy = local(path)  # an s3:// file: its digest from this node's copy
         if not copy or not Path(copy).is_file():
             continue
         uri = path if is_uri(path) else str(Path(path).resolve())

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from nerlab.platform.specs.paths import writable_folder
-from nerlab.platform.errors import SpecError
+from nerlab.platform.errors import SpecError, first_line
 
 
 def is_uri(place: str) -> bool:
@@ -79,8 +79,7 @@ def check(storage: str | None, where: str) -> None:
     except (OSError, ValueError) as e:  # pyarrow's errors: refused credentials, no endpoint, a bad URI
         if isinstance(e, SpecError):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SpecError(f"{where}: {storage}: {first}") from None
+        raise SpecError(f"{where}: {storage}: {first_line(e)}") from None
 
 
 # ---- inputs in object storage: data files and PLM folders named by s3:// URIs -----------------------------

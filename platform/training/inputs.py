@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerlab.models.wojood import WOJOOD_TYPES, DataError, read_file, to_flat, write_file
-from nerlab.platform.errors import SpecError, redact
+from nerlab.platform.errors import SpecError, first_line, redact
 from nerlab.platform.specs.paths import writable_folder
 from nerlab.platform.specs.run import TINY_PLM, DataSpec, check_plm
 from nerlab.platform.tracking.storage import is_uri, local
@@ -88,7 +88,7 @@ def fetched(place: str, where: str) -> str:
     try:
         return local(place)
     except OSError as e:  # FileNotFoundError names the URI; pyarrow's errors (credentials, network) do not
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise SpecError(f"{where}: {first if place in first else f'{place}: {first}'}") from None
 
 

@@ -44,7 +44,9 @@ class Watched:
 
     def __init__(self, args: list[str], cwd: Path):
         self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.seen: dict[int, tuple[float, str]] = {}  # pid -> (start time, command line)
+        # pid -> (start time, every command line it was seen with): a process seen between its fork and its
+        # exec still shows its parent's command line, so a later look must add the one it runs under
+        self.seen: dict[int, tuple[float, str]] = {}
 
     def poll_children(self) -> None:
         try:
@@ -53,9 +55,15 @@ class Watched:
             return
         for c in children:
             try:
-                self.seen.setdefault(c.pid, (c.create_time(), " ".join(c.cmdline())))
-            except psutil.NoSuchProcess:  # ended meanwhile; the others are still recorded
-                pass
+                created, cmd = c.create_time(), " ".join(c.cmdline())
+            except psutil.Error:  # ended meanwhile (or a zombie); the others are still recorded
+                continue
+            known, cmds = self.seen.get(c.pid, (created, ""))
+            if abs(known - created) >= 1:  # the pid was reused by a new process
+                cmds = ""
+            if cmd and cmd not in cmds.split(" | "):
+                cmds = f"{cmds} | {cmd}" if cmds else cmd
+            self.seen[c.pid] = (created, cmds)
 
     def saw(self, *markers: str) -> bool:
         """Whether it started, for each marker, a process whose command line holds it."""

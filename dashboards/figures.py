@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from nerlab.dashboards.leaderboard import in_config
-from nerlab.dashboards.runs import quiet_downloads
+from nerlab.dashboards.runs import metric_histories, quiet_downloads
 from nerlab.dashboards.runs import run_file
 from nerlab.models import names as N
 
@@ -172,10 +172,11 @@ def learning_curves(client, trials: pd.DataFrame, board: pd.DataFrame, out: Path
     fig = _figure(11, 3.8)
     ax_f1, ax_loss = fig.subplots(1, 2)
     labelled = set()
+    histories = {key: metric_histories(client, shown[:max_trials], key) for key in (N.VAL_F1, N.TRAIN_LOSS)}
     for rid in shown[:max_trials]:
         color, label = colors.get(rid, ("0.7", "other configurations"))
         for ax, key in ((ax_f1, N.VAL_F1), (ax_loss, N.TRAIN_LOSS)):
-            hist = sorted(client.get_metric_history(rid, key), key=lambda m: m.step)
+            hist = sorted(histories[key][rid], key=lambda m: m.step)
             if hist:
                 lab = label if (ax is ax_f1 and label not in labelled) else None
                 ax.plot([m.step for m in hist], [m.value for m in hist], color=color, marker=".", alpha=0.85,

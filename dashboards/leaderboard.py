@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from nerlab.dashboards.runs import study_runs  # noqa: F401 (re-exported)
+from nerlab.dashboards.runs import metric_histories, study_runs  # noqa: F401 (study_runs re-exported)
 from nerlab.dashboards.seed_table import RECIPE_NOTE, has_seed, is_seed_recipe, seed_columns, seed_text
 from nerlab.models import names as N
 from nerlab.models.names import BEST_VAL_F1 as VAL  # the best epoch's validation micro-F1 (the selected one)
@@ -63,17 +63,22 @@ def _precision(tags) -> str | None:
     return {"bfloat16": "bf16", "float16": "fp16"}.get(tag, tag)
 
 
-def _best_val(client, run) -> float | None:
-    """The best epoch's validation F1; a trial stopped early (no final metrics) gets its best epoch so far."""
+def _needs_history(run) -> bool:
+    """A trial stopped early (no final metrics) whose best epoch so far was not read with the run."""
+    m = run.data.metrics
+    return VAL not in m and VAL_EPOCH in m and getattr(run, "best_val_f1_so_far", None) is None
+
+
+def _best_val(run, history: list | None) -> float | None:
+    """The best epoch's validation F1; a trial stopped early gets its best epoch so far: read with the run
+    (dashboards/runs.py's SQL path) or from its ``history`` of per-epoch validation F1."""
     m = run.data.metrics
     if VAL in m:
         return m[VAL]
     if VAL_EPOCH not in m:
         return None
-    so_far = getattr(run, "best_val_f1_so_far", None)  # read with the run (dashboards/runs.py), else one call
-    if so_far is not None:
-        return so_far
-    return max(x.value for x in client.get_metric_history(run.info.run_id, VAL_EPOCH))
+    so_far = getattr(run, "best_val_f1_so_far", None)
+    return so_far if so_far is not None else max(x.value for x in history)
 
 
 def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[str, ...] = (),
@@ -83,6 +88,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
     ``metrics`` adds a column per extra logged metric (its latest value), named as the metric.
     """
     runs = study_runs(client, experiment_id, parent_run_id) if runs is None else runs
+    histories = metric_histories(client, [r.info.run_id for r in runs if _needs_history(r)], VAL_EPOCH)
     rows = []
     for r in runs:
         t, m, p = r.data.tags, r.data.metrics, r.data.params
@@ -96,7 +102,7 @@ def trial_frame(client, experiment_id: str, parent_run_id: str, metrics: tuple[s
             "run_id": r.info.run_id, "trial": t.get(N.TRIAL_TAG), "status": r.info.status,
             "plm": t.get(N.PLM_TAG), "loss": t.get(N.LOSS_TAG), "penalty": float(t.get(N.PENALTY_TAG, math.nan)),
             "seed": int(t.get(N.SEED_TAG, 0)),
-            "val_f1": _best_val(client, r), "test_f1": m.get(TEST), "best_epoch": m.get(N.BEST_EPOCH),
+            "val_f1": _best_val(r, histories.get(r.info.run_id)), "test_f1": m.get(TEST), "best_epoch": m.get(N.BEST_EPOCH),
             "stopped_early": t.get(N.STOPPED_EARLY_TAG) == "true", "completed": VAL in m,
             "device": device, "precision": _precision(t), "wall_s": wall,
             "cpu_s": wall * workers * per_worker if device == "cpu" else 0.0,

@@ -4,13 +4,15 @@ MLflow's ``search_runs`` builds an ORM object for every tag, param and latest me
 returns; a trial logs its whole resolved spec as params, so a study of 2,000 trials means ~200,000 objects
 and ~20 s before a leaderboard can start. On a SQL store (the study's own ``mlflow.db``, or a database the
 client talks to directly) the same rows come back as plain tuples in four queries. Through a tracking server
-(``http://...``) the REST API is all there is: ``search_runs`` in pages of 1,000.
+(``http://...``) the REST API is all there is: ``search_runs`` in pages of 1,000, and a metric's history one
+run per request, which ``metric_histories`` sends concurrently.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,16 @@ def _sql_children(store, experiment_id: str, parent_run_id: str) -> list[StoredR
                 f"AND run_uuid IN ({_CHILDREN}) GROUP BY run_uuid"), args):
             runs[uuid].best_val_f1_so_far = float(best)
     return list(runs.values())
+
+
+def metric_histories(client, run_ids: list[str], key: str, threads: int = 8) -> dict[str, list]:
+    """Each run's logged history of metric ``key``. MLflow has one call per run; through a tracking server
+    each is a request of tens of milliseconds, so they go out ``threads`` at a time (600 one after another:
+    about 20 s of a verb at 2,000 runs)."""
+    if len(run_ids) < 2:
+        return {r: client.get_metric_history(r, key) for r in run_ids}
+    with ThreadPoolExecutor(min(threads, len(run_ids))) as pool:
+        return dict(zip(run_ids, pool.map(lambda r: client.get_metric_history(r, key), run_ids)))
 
 
 def logged_models(client, run_id: str, name: str = N.PYFUNC_MODEL) -> list[str]:

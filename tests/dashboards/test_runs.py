@@ -72,3 +72,23 @@ def test_process_tracking_uri_puts_back_the_uri_and_the_environment(before, monk
     with process_tracking_uri("sqlite:////study/mlflow.db"):
         assert mlflow.get_tracking_uri() == "sqlite:////study/mlflow.db"
     assert os.environ.get("MLFLOW_TRACKING_URI") == before
+
+
+def test_trial_frame_through_a_tracking_server_matches_the_sql_read(tmp_path):
+    """Through a real ``mlflow server`` (REST only: histories fetched concurrently) a study's trial frame holds
+    what the SQL read gives, the best epoch so far of a trial without final metrics included."""
+    from nerlab.dashboards.leaderboard import trial_frame
+    from nerlab.platform.tracking.server import serving
+
+    client, exp, pid, kids = _store(tmp_path)
+    extra = [client.create_run(exp, tags={N.PARENT_RUN_TAG: pid, N.TRIAL_TAG: f"x{i}"}).info.run_id for i in range(5)]
+    for i, rid in enumerate(extra):  # stopped early: per-epoch F1 only, best not last
+        client.log_batch(rid, metrics=[Metric(N.VAL_F1, v, 5, e) for e, v in enumerate([0.1 * i, 0.3 + 0.1 * i, 0.2], 1)])
+    client.log_metric(kids[0], N.BEST_VAL_F1, 0.55)  # a finished trial: its selected epoch, not its best so far
+    local = trial_frame(client, exp, pid).set_index("run_id")["val_f1"]
+    with serving(f"sqlite:///{tmp_path / 'mlflow.db'}", None, tmp_path / "server.log") as url:
+        remote_client = MlflowClient(url)
+        assert R._sql_store(remote_client) is None
+        remote = trial_frame(remote_client, exp, pid).set_index("run_id")["val_f1"]
+    expected = {kids[0]: 0.55, kids[1]: 0.6, **{rid: pytest.approx(0.3 + 0.1 * i) for i, rid in enumerate(extra)}}
+    assert local.to_dict() == expected and remote.to_dict() == expected

@@ -14,11 +14,15 @@ with a private ``/tmp`` (where the driver's output folder, the MLflow store and 
 private home. The study keeps its checkpoints, its synthetic corpus and its tiny PLM in the bucket
 (``storage: s3://...``, SeaweedFS on the head host), and their workers read them from there.
 
-One study of two 2-worker trials runs on the cluster. Each node has one CPU and each worker needs 0.6,
-so every trial's two DDP workers span two nodes. While it runs, two drills are injected in turn:
+One study of three 2-worker trials runs on the cluster. Each node has one CPU and each worker needs 0.6,
+so every trial's two DDP workers span two nodes. While it runs, three drills are injected in turn, each
+into a trial of its own:
 - the MLflow server is stopped for 30 s while a trial is mid-way, then started again on the same port
   and store: the epochs logged in that window must reach MLflow afterwards (or the trial fail loudly and
   be retried): never an epoch silently missing;
+- the S3 server is stopped for 30 s while a trial is mid-way (its checkpoints go there at every epoch),
+  then started again: the upload waits it out or the trial is retried from its last checkpoint, and the
+  trial finishes in its one run with every epoch logged once;
 - the second Ray node is killed (all its processes) while a later trial is mid-way and a spare node joins,
   as an autoscaler would bring one: the trial must be retried on the nodes left and finish, in its one
   MLflow run, with every epoch logged once.
@@ -53,9 +57,9 @@ HEAD, NODE, SPARE = f"{NET}.1", f"{NET}.2", f"{NET}.3"
 GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT = 6379, 8265, 5000  # inside the namespaces: no clash with anyone
 PREFIX = "nerlabt"  # this module's namespaces: nerlabt<pid>-<role>
 EPOCHS = 4
-TRIALS = 2
+TRIALS = 3
 OUTAGE_S = 30
-STUDY_BUDGET_S = 600  # the whole study, drills included (about 3 minutes on 2 cores): a hang fails here
+STUDY_BUDGET_S = 720  # the whole study, drills included (about 5 minutes on 2 cores): a hang fails here
 WORKER_NODES = "nerlab.worker_nodes"  # tag set by rank 0: every rank's node IP (latest attempt)
 RAY = str(Path(sys.executable).with_name("ray"))
 STUDY = "cluster"
@@ -362,7 +366,7 @@ def cluster(tmp_path_factory):
         c.teardown()
 
 
-# ---- the study, with both drills ----------------------------------------------------------------------
+# ---- the study, with its drills -------------------------------------------------------------------------
 def snapshot(db: Path) -> dict[str, dict]:
     """Trial id -> its MLflow run as the server's store holds it now (read-only, straight from SQLite)."""
     if not db.exists():
@@ -391,6 +395,7 @@ class StudyRun:
     summary: dict | None
     out: Path
     outage: dict
+    s3_outage: dict
     node_loss: dict
     seen_nodes: set[str]
 
@@ -401,8 +406,8 @@ def write_spec(folder: Path, tracking_uri: str) -> Path:
         "data": {"synth": {"sentences": 200, "seed": 0}},
         "model": {"max_length": 64},
         "train": {"epochs": EPOCHS, "batch_size": 16, "lr": 3.0e-3, "patience": EPOCHS + 1},
-        # two trials: the first takes the MLflow outage, the second loses its node
-        "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified"], "variance_penalty": [5.0],
+        # three trials: the first takes the MLflow outage, the second the S3 outage, the third loses its node
+        "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified", "dice"], "variance_penalty": [5.0],
                    "seeds": [1]},
         # 0.6 CPU per worker on 1-CPU nodes: a trial's two workers never fit on one node, and only one
         # trial fits at a time (a second one would only wait, its worker-group start timing out each 60 s).
@@ -451,10 +456,19 @@ def study(cluster) -> StudyRun:
     up = time.time()  # /health answers again
     outage = {"trial": trial, "run_id": t["run_id"], "steps_before": t["steps"], "down": down, "up": up}
 
-    # Drill 2: another trial mid-way with a worker on the second node: the node is lost (every process
+    # Drill 2: the S3 server (checkpoints, Tune's state) goes away for OUTAGE_S while another trial is mid-way.
+    trial, t, _ = wait_for("mid-way for the S3 outage",
+                           lambda tr, t: tr != outage["trial"] and t["status"] == "RUNNING" and 1 <= len(t["steps"]) < EPOCHS)
+    down = time.time()
+    cluster.s3.stop()
+    time.sleep(OUTAGE_S)
+    cluster.s3.start()
+    s3_outage = {"trial": trial, "run_id": t["run_id"], "steps_before": t["steps"], "down": down, "up": time.time()}
+
+    # Drill 3: a third trial mid-way with a worker on the second node: the node is lost (every process
     # of it killed), and a spare node joins the cluster.
     trial, t, _ = wait_for("mid-way on the second node",
-                           lambda tr, t: (tr != outage["trial"] and t["status"] == "RUNNING"
+                           lambda tr, t: (tr not in (outage["trial"], s3_outage["trial"]) and t["status"] == "RUNNING"
                                           and NODE in t["nodes"].split(",") and 1 <= len(t["steps"]) <= EPOCHS - 2))
     lost = time.time()
     kill_ns(cluster.hosts.ns["node"])
@@ -474,9 +488,9 @@ def study(cluster) -> StudyRun:
         summary = json.loads(log[start:log.index("\n}", start) + 2])
     for t in snapshot(cluster.db).values():
         seen.update(n for n in t["nodes"].split(",") if n)
-    run = StudyRun(driver.returncode, log, summary, out, outage, node_loss, seen)
+    run = StudyRun(driver.returncode, log, summary, out, outage, s3_outage, node_loss, seen)
     (cluster.root / "observed.json").write_text(json.dumps(  # for people reading a failed run
-        {"returncode": run.returncode, "summary": summary, "outage": outage, "node_loss": node_loss,
+        {"returncode": run.returncode, "summary": summary, "outage": outage, "s3_outage": s3_outage, "node_loss": node_loss,
          "seen_nodes": sorted(seen), "final": snapshot(cluster.db),
          "log": {"http_retries": log.count("Retrying (Retry("), "job_restarts": log.count("[FailurePolicy] RETRY"),
                  "trial_errors": log.count("Trial task failed")}}, indent=2))
@@ -549,6 +563,35 @@ def test_mlflow_server_outage_loses_no_epoch(cluster, study):
     for other in trials.values():  # and nothing missing anywhere else either
         assert epochs_logged(client, other) == list(range(1, EPOCHS + 1))
         assert "best/val/micro_f1" in other.data.metrics and "test/micro_f1" in other.data.metrics
+
+
+@pytest.mark.timeout(600)
+def test_object_store_outage_loses_no_checkpoint_and_no_epoch(cluster, study):
+    """The S3 server was down OUTAGE_S seconds while a trial was mid-way: the trial got through it (its
+    checkpoint upload waited it out, or it was retried from its last checkpoint) and finished in its one
+    run, every epoch logged once, with its final scores and its MLflow Model."""
+    assert study.returncode == 0, study.log[-6000:]
+    o = study.s3_outage
+    assert len(o["steps_before"]) < EPOCHS and o["trial"] != study.outage["trial"]
+    client, _, _, trials = trial_runs(cluster)
+    r = trials[o["trial"]]
+    assert r.info.run_id == o["run_id"] and r.info.status == "FINISHED"
+    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
+    # The drill hit the trial's checkpoints. Rank 0 logs an epoch to MLflow, then persists its checkpoint
+    # to the bucket, then trains on: either an epoch ended while the bucket was gone (its checkpoint had
+    # to be written then), or the trial stood still through the outage (the upload of the checkpoint of
+    # the epoch logged just before it waited), its next epoch coming only once the bucket was back,
+    # after a pause far longer than any of its other epochs took.
+    ended = {m.step: m.timestamp / 1000 for m in history}
+    during = [e for e, t in ended.items() if o["down"] <= t <= o["up"]]
+    last = max(e for e, t in ended.items() if t < o["down"])
+    others = [ended[e + 1] - ended[e] for e in range(1, EPOCHS) if e != last]
+    stood_still = last < EPOCHS and ended[last + 1] >= o["up"] and ended[last + 1] - ended[last] > 3 * max(others)
+    assert during or stood_still, f"{o['trial']} neither ended an epoch during the S3 outage nor waited for " \
+                                  f"it: the drill tested nothing ({ended}, outage {o['down']:.1f}-{o['up']:.1f})"
+    assert "best/val/micro_f1" in r.data.metrics and "test/micro_f1" in r.data.metrics
+    assert r.outputs.model_outputs, "the trial's MLflow Model (built from its last checkpoint) is missing"
 
 
 @pytest.mark.timeout(600)

@@ -73,7 +73,7 @@ class Options:
     """How the loop runs; the defaults are the seed's loop as nerlab runs it (``as-written``)."""
 
     attn: str = "sdpa"  # transformers' default for BERT; "eager" is the unfused softmax(QK^T)V
-    fused_adamw: bool = False  # torch.optim.AdamW(fused=True): one kernel for all parameters
+    fused_adamw: bool | None = None  # AdamW(fused=True): one kernel for all parameters; None: nerlab's default (fused)
     compile: bool = False  # torch.compile(encoder, dynamic=True); reorders float operations
     pin_memory: bool = False  # page-locked batches, copied with non_blocking=True (GPU only)
     prefetch: int = 0  # collate this many batches ahead on a background thread
@@ -194,7 +194,7 @@ def measure(cfg: Config, device: torch.device, batch_size: int, dtype: torch.dty
     order = (bucketed_batches([len(w) for w in windows], batch_size, cfg.seed) if opts.batching == "bucketed"
              else random_batches(len(windows), batch_size, cfg.seed))
     train_cfg = TrainConfig(batch_size=batch_size, variance_penalty=cfg.variance_penalty, seed=cfg.seed)
-    opt, sched = make_optimizer(model, train_cfg, len(order), fused=opts.fused_adamw or None)
+    opt, sched = make_optimizer(model, train_cfg, len(order), fused=opts.fused_adamw)
     loss = LossConfig(weights=dict(PRESETS["unified"]))
     if opts.compile:
         model.encoder = torch.compile(model.encoder, dynamic=True)

@@ -171,3 +171,24 @@ def test_fp16_gradient_scaling_is_exact_and_skips_overflowing_steps(synth_dir: P
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     steps_skipped = overflow.get_scale() == 2.0 ** (127 - len(order))
     assert steps_skipped and not changed
+
+
+def test_adamw_is_fused_on_the_cpu_by_default_and_steps_as_the_per_tensor_loop():
+    """make_optimizer fuses AdamW where torch has the kernel (the CPU here); the fused step gives the per-tensor
+    loop's parameters to float rounding, and ``fused=False`` still gives the loop."""
+    from nerlab.models.training import TrainConfig, make_optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.01)
+    opts = [make_optimizer(models[0], cfg, 10)[0], make_optimizer(models[1], cfg, 10, fused=False)[0]]
+    assert [o.defaults["fused"] for o in opts] == [True, False]
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for m, o in zip(models, opts):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -74,6 +74,7 @@ def epoch(model, tok, train_w, val_s, val_w, order: str, dtype, folder: Path) ->
     c = time.perf_counter()
     t["validation"], t["checkpoint"] = b - a, c - b
     t["epoch"] = c - start
+    t["fused_adamw"] = bool(opt.defaults.get("fused"))
     return t
 
 
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             model = MultiTaskTagger.from_plm(str(plm), schema, TaggerConfig(plm=str(plm)))
             t = epoch(model, tok, train_w, val_s, val_w, order, dtype, tmp)
             rows.append({"batch_order": order, "precision": precision, "seconds": t})
-            print(f"{order:<8} {precision}: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()), flush=True)
+            print(f"{order:<8} {precision}: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items() if k != "fused_adamw"),
+                  flush=True)
     results = {"encoder": f"2x{hidden}", "threads": args.threads, "train_windows": len(train_w),
                "torch": torch.__version__, "rows": rows}
     if args.json:

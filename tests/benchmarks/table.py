@@ -162,6 +162,27 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                         f"bf16 {c['peak_tflops']['bf16']:.2f} TFLOP/s"
                         + (f"; load average {max(c['load_avg_1min']):.0f} on {c['cpus']} CPUs" if "load_avg_1min" in c
                            else "") + " (`bench_cpu.py`)"))
+    q = load(folder, "precision_quality")
+    if q:
+        setup = q["setup"]
+        for task, r in q["tasks"].items():
+            f, b = r["fp32"], r["bf16"]
+            out.append((f"test F1, bf16 vs fp32 training, {task}",
+                        f"{b['test_f1']['mean']:.4f} ± {b['test_f1']['std']:.4f} vs {f['test_f1']['mean']:.4f} ± "
+                        f"{f['test_f1']['std']:.4f} (bf16 - fp32 **{r['test_f1_gap']:+.4f}**; goal within 0.01 and "
+                        f"the seed spread {r['seed_spread']:.4f}: {'met' if r['within_goal'] else 'not met'})",
+                        f"real Wojood sample, {setup['plm']} from scratch, {setup['loss']} λ={setup['variance_penalty']:g}, "
+                        f"{setup['epochs']} epochs, seeds {', '.join(map(str, setup['seeds']))}, one grid study per "
+                        "precision, runs tagged with their precision (`bench_precision_quality.py`)"))
+    eb = load(folder, "epoch_breakdown")
+    if eb:
+        for row in eb["rows"]:
+            t = row["seconds"]
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k not in ("epoch", "fused_adamw"))
+            out.append((f"one epoch, {eb['encoder']} encoder, {row['batch_order']} batches, {row['precision']}",
+                        f"{t['epoch']:.1f} s: {parts} s",
+                        f"Wojood sample's train split ({eb['train_windows']} windows), batch 16, {eb['threads']} "
+                        "threads, one process (`bench_epoch_breakdown.py`)"))
     pr = load(folder, "predict")
     if pr:
         by = {(r["input"], r["precision"]): r for r in pr["rows"]}

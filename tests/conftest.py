@@ -4,6 +4,7 @@ with 2 CPUs, and spec files written from a base spec plus changes."""
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
 SAMPLE_FLAT = ROOT / "tests" / "data" / "wojood-sample-flat"
+
+# Tests that press Ctrl-C on a command (SIGINT) expect what a terminal gives it. A suite started in the background
+# by a non-interactive shell (a CI script, `nohup ... &`) inherits SIGINT ignored, and so would every command it
+# starts: Python then installs no KeyboardInterrupt and Ctrl-C does nothing. The suite takes the default handler,
+# so the commands it starts begin with SIGINT's default disposition, as under a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

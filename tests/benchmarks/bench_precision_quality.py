@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
 from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_study import run_study  # noqa: E402
 
 from nerlab.models import names
 
@@ -45,20 +45,6 @@ def spec(task: str, precision: str, args) -> dict:
                    "seeds": args.seeds},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.9, "trial_cpus": 0.1, "max_concurrent": 2},
     }
-
-
-def run_study(s: dict, root: Path, smoke: bool) -> tuple[float, Path]:
-    path = root / f"{s['name']}.yaml"
-    path.write_text(yaml.safe_dump(s, sort_keys=False))
-    out = root / s["name"]
-    cmd = [sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(path), "--output", str(out), "--json"]
-    start = time.perf_counter()
-    p = subprocess.run(cmd + (["--smoke"] if smoke else []), capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"study {s['name']} failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    if smoke:  # a smoke study is its own study beside the spec's
-        s["name"], out = f"{s['name']}-smoke", out.parent / f"{out.name}-smoke"
-    return time.perf_counter() - start, out
 
 
 def trials(out: Path, name: str) -> list[dict]:
@@ -105,7 +91,7 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             s = spec(task, precision, args)
             wall, out = run_study(s, root, args.smoke)
-            rows = trials(out, s["name"])
+            rows = trials(out, out.name)  # the study's name is its folder's (NAME-smoke for a smoke study)
             by_precision[precision] = {"wall_s": wall, "trials": rows, **summary(rows)}
             print(f"{task:6s} {precision}: test F1 {by_precision[precision]['test_f1']['mean']:.4f} "
                   f"± {by_precision[precision]['test_f1']['std']:.4f}, val F1 {by_precision[precision]['val_f1']['mean']:.4f}, "

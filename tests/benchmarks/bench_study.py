@@ -46,17 +46,19 @@ def base_spec(name: str, sentences: int, epochs: int) -> dict:
     }
 
 
-def run_study(spec: dict, root: Path) -> tuple[float, Path]:
+def run_study(spec: dict, root: Path, smoke: bool = False) -> tuple[float, Path]:
+    """``nerlab study run`` on ``spec`` in a subprocess: its wall time and output folder, whose name is the
+    study's (with ``smoke``, the smoke study beside it: ``NAME-smoke``)."""
     path = root / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = root / spec["name"]
     start = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "nerlab.platform.cli", "study", "run", str(path), "--output", str(out),
-                        "--json"], capture_output=True, text=True)
+                        "--json", *(["--smoke"] if smoke else [])], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if p.returncode != 0:
         sys.exit(f"study {spec['name']} failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    return wall, out
+    return wall, out.parent / f"{out.name}-smoke" if smoke else out
 
 
 def trials(out: Path, name: str) -> list[dict]:

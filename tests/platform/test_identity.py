@@ -46,7 +46,7 @@ class Watched:
         self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # pid -> (start time, every command line it was seen with): a process seen between its fork and its
         # exec still shows its parent's command line, so a later look must add the one it runs under
-        self.seen: dict[int, tuple[float, str]] = {}
+        self.seen: dict[int, tuple[float, list[str]]] = {}
 
     def poll_children(self) -> None:
         try:
@@ -58,16 +58,16 @@ class Watched:
                 created, cmd = c.create_time(), " ".join(c.cmdline())
             except psutil.Error:  # ended meanwhile (or a zombie); the others are still recorded
                 continue
-            known, cmds = self.seen.get(c.pid, (created, ""))
+            known, cmds = self.seen.get(c.pid, (created, []))
             if abs(known - created) >= 1:  # the pid was reused by a new process
-                cmds = ""
-            if cmd and cmd not in cmds.split(" | "):
-                cmds = f"{cmds} | {cmd}" if cmds else cmd
+                cmds = []
+            if cmd and cmd not in cmds:
+                cmds = [*cmds, cmd]
             self.seen[c.pid] = (created, cmds)
 
     def saw(self, *markers: str) -> bool:
         """Whether it started, for each marker, a process whose command line holds it."""
-        return all(any(m in cmd for _, cmd in self.seen.values()) for m in markers)
+        return all(any(m in cmd for _, cmds in self.seen.values() for cmd in cmds) for m in markers)
 
     def wait(self, timeout: float) -> tuple[int, str, str]:
         deadline = time.monotonic() + timeout

@@ -195,6 +195,20 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                             f"{b['predict_tokens_per_s']:.0f} vs {f['predict_tokens_per_s']:.0f} tok/s",
                             f"2x768 encoder on the CPU, process wall time incl. start-up, median of {pr['repeats']} "
                             "interleaved (`bench_predict.py`)"))
+    sv = load(folder, "serve")
+    if sv:
+        by = {(r["precision"], r["sentences_per_request"], r["clients"]): r for r in sv["rows"]}
+        for size in dict.fromkeys(r["sentences_per_request"] for r in sv["rows"]):
+            for clients in dict.fromkeys(r["clients"] for r in sv["rows"]):
+                f, b = by.get(("fp32", size, clients)), by.get(("bf16", size, clients))
+                if f and b:
+                    out.append((f"served model (`mlflow models serve`), {size} sentence{'s' * (size > 1)} per request, "
+                                f"{clients} client{'s' * (clients > 1)}, bf16 vs fp32 model",
+                                f"{b['sentences_per_s']:.0f} vs {f['sentences_per_s']:.0f} sentences/s "
+                                f"(**{b['sentences_per_s'] / f['sentences_per_s']:.2f}x**); p95 latency "
+                                f"{b['latency_p95_s'] * 1000:.0f} vs {f['latency_p95_s'] * 1000:.0f} ms",
+                                f"{sv['encoder']} encoder, 1 server worker, {sv['cpus']} CPUs, HTTP on 127.0.0.1, "
+                                f"{sv['seconds_per_setting']:.0f} s per setting (`bench_serve.py`)"))
     out += gpu_rows(folder)
     return out
 

@@ -45,6 +45,9 @@ class Search(LossAxes):
     dropout: tuple[float, ...] | Range | None = sets("model.dropout")
     num_samples: int = 8  # optuna: trials to run
     sampler_seed: int = 0  # optuna: fixed TPE seed, so a search is repeatable
+    # optuna: trials drawn at random before TPE models the results (Optuna's default, 10); a small budget
+    # (16 trials, say) gets more from its history with fewer
+    startup_trials: int = 10
 
     def __post_init__(self) -> None:
         if self.mode not in ("grid", "optuna"):
@@ -55,6 +58,8 @@ class Search(LossAxes):
             raise ValueError("search.seeds: give at least one seed")
         if self.num_samples < 1:
             raise ValueError(f"search.num_samples must be >= 1, not {self.num_samples}")
+        if self.startup_trials < 1:
+            raise ValueError(f"search.startup_trials must be >= 1, not {self.startup_trials}")
         for name, weights in self.losses.items():
             try:
                 LossSpec(preset=None, weights=weights)  # validates names and weights

@@ -190,22 +190,22 @@ def _searcher(spec: StudySpec, out: Path, todo: list[dict]):
     from ray.tune.search.optuna import OptunaSearch
 
     db = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
-    searcher = OptunaSearch(metric=N.TUNE_VAL_F1, mode="max", sampler=tpe_sampler(spec.name, spec.search.sampler_seed, db),
+    searcher = OptunaSearch(metric=N.TUNE_VAL_F1, mode="max", sampler=tpe_sampler(spec.name, spec.search, db),
                             study_name=spec.name, storage=db)
     return ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent)
 
 
-def tpe_sampler(name: str, seed: int, db):
-    """TPE seeded by ``seed`` plus the number of trials the search already holds in ``db``. A sampler's random
-    stream restarts with its seed and TPE's first points (``n_startup_trials``) are random, so a grown
-    search seeded as its first round would propose that round's points again."""
+def tpe_sampler(name: str, search, db):
+    """TPE seeded by ``search.sampler_seed`` plus the number of trials the search already holds in ``db``, its
+    first ``search.startup_trials`` points random. A sampler's random stream restarts with its seed, so a grown
+    search seeded as its first round would propose that round's random points again."""
     import optuna
 
     try:
         held = len(optuna.load_study(study_name=name, storage=db).trials)
     except KeyError:  # a new search
         held = 0
-    return optuna.samplers.TPESampler(seed=seed + held)
+    return optuna.samplers.TPESampler(seed=search.sampler_seed + held, n_startup_trials=search.startup_trials)
 
 
 def surviving_checkpoint(result):

@@ -41,9 +41,16 @@ HEARTBEAT_S, STALE_S = 10.0, 60.0
 
 
 # ---- what a spec is ------------------------------------------------------------------------------------
+# Spec keys added after studies were run, each with the value every older spec meant. At that value a key is
+# left out of a study's identity, so a new key does not turn a study run before it into another study (another
+# digest, storage folder and parent run).
+LATER_KEYS = {"search.startup_trials": "10"}
+
+
 def identity(params: dict[str, str]) -> dict[str, str]:
-    """The flattened spec (``tracking.flatten`` of ``tracking.spec_params``) without operational keys."""
-    return {k: v for k, v in params.items() if not k.startswith(OPERATIONAL)}
+    """The flattened spec (``tracking.flatten`` of ``tracking.spec_params``) without operational keys, and
+    without a later key at the value older specs meant (``LATER_KEYS``)."""
+    return {k: v for k, v in params.items() if not k.startswith(OPERATIONAL) and LATER_KEYS.get(k) != v}
 
 
 def digest(params: dict[str, str]) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from nerlab.platform.specs.search import grid_points, trial_key
 from nerlab.platform.specs.study import Search, StudySpec
 from nerlab.platform.studies.growth import compare, describe
@@ -101,7 +103,45 @@ def test_a_grown_optuna_search_draws_new_points_instead_of_replaying_its_first_r
             study.tell(trial, lrs[-1])
         return lrs
 
-    first = ask(tpe_sampler("s", 7, db), 8)
+    search = Search(mode="optuna", sampler_seed=7)
+    first = ask(tpe_sampler("s", search, db), 8)
     assert ask(optuna.samplers.TPESampler(seed=7), 1)[0] == first[0]  # the replay a restarted seed gives
-    second = ask(tpe_sampler("s", 7, db), 2)
+    second = ask(tpe_sampler("s", search, db), 2)
     assert not set(second) & set(first)
+
+
+@pytest.mark.parametrize("startup", [3, 10])
+def test_tpe_draws_search_startup_trials_at_random_then_models_the_results(tmp_path, startup) -> None:
+    """TPE's first ``startup_trials`` points are its random sampler's (same seed); the next one is modelled on
+    the results and differs from the random stream's next point."""
+    import optuna
+
+    from nerlab.platform.studies.driver import tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def points(sampler, n: int, name: str) -> list[float]:
+        db = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / (name + '.db')}")
+        study = optuna.create_study(study_name="s", storage=db, sampler=sampler(db), direction="maximize")
+        out = []
+        for _ in range(n):
+            trial = study.ask()
+            out.append(trial.suggest_float("lr", 1e-5, 3e-2, log=True))
+            study.tell(trial, -abs(out[-1] - 1e-3))
+        return out
+
+    search = Search(mode="optuna", sampler_seed=5, startup_trials=startup)
+    tpe = points(lambda db: tpe_sampler("s", search, db), 4, "tpe")
+    random = points(lambda db: optuna.samplers.RandomSampler(seed=5), 4, "random")
+    assert tpe[:min(startup, 4)] == random[:min(startup, 4)]
+    assert (tpe[3] == random[3]) == (startup > 3)
+
+
+def test_startup_trials_at_its_old_default_keeps_a_study_s_identity() -> None:
+    """A spec key added later (``search.startup_trials``) at the value older specs meant leaves the study's
+    digest as it was; another value is another study."""
+    from nerlab.platform.studies import ownership
+
+    old = {"name": "s", "search.mode": "optuna", "search.num_samples": "8"}
+    assert ownership.digest(old) == ownership.digest({**old, "search.startup_trials": "10"})
+    assert ownership.digest(old) != ownership.digest({**old, "search.startup_trials": "4"})

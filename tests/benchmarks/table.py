@@ -97,6 +97,17 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                     f"{m['fixed_slope_s_per_100']:+.2f} s per 100 trials; {m['wall_per_trial_s']:.2f} s of wall per trial",
                     f"one-epoch tiny trials, {m['mode']}, 2 at a time; medians over the first and last eighth, "
                     "by start (`bench_many_trials.py`)"))
+    sg = load(folder, "search_growth")
+    if sg:
+        n, k, seeds = sg["trials_per_half"], sg["startup_trials"], len(sg["seeds"])
+        out.append((f"Optuna search grown {n} + {n} vs {2 * n} at once vs two independent searches of {n}",
+                    f"best val F1 {sg['grown']['mean']:.3f} ± {sg['grown']['std']:.3f} vs {sg['at_once']['mean']:.3f} "
+                    f"± {sg['at_once']['std']:.3f} vs {sg['independent']['mean']:.3f} ± {sg['independent']['std']:.3f}; "
+                    f"grown beats independent in **{sg['grown_beats_independent']} of {seeds}** sampler seeds (at once in "
+                    f"{sg['at_once_beats_independent']}); second half's mean val F1 {sg['grown']['second_half_mean_f1']['mean']:.3f} "
+                    f"vs {sg['at_once']['second_half_mean_f1']['mean']:.3f} vs {sg['independent']['second_half_mean_f1']['mean']:.3f}",
+                    f"tiny trials (TPE over lr x λ x loss, first {k} points random), {seeds} sampler seeds, "
+                    "`nerlab study run` (`bench_search_growth.py`)"))
     rs = load(folder, "results_scale")
     if rs:
         lo, hi = (str(n) for n in (min(rs["sizes"]), max(rs["sizes"])))

@@ -172,22 +172,30 @@ def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def eval_batches(lengths: Sequence[int], batch_size: int, reference: bool = False, rank: int = 0, world: int = 1
-                 ) -> list[list[int]]:
+def eval_batches(lengths: Sequence[int], batch_size: int, reference: bool = False, rank: int = 0, world: int = 1,
+                 max_tokens: int | None = None) -> list[list[int]]:
     """The batches (window indices) that rank ``rank`` of ``world`` evaluates or predicts. Every evaluation path
     takes its batches from here: validation F1 and loss, test scores, ``predict``, ensembles.
 
     Masked models (the default): the rank's windows (``rank::world``) sorted by length, the least padding; a
-    window's outputs do not depend on what shares its batch. The reference normalisation calls the encoder without
-    an attention mask, so every output depends on its batch's padding: batches in file order, as the reference
-    system validated and predicted (of ``train.batch_size`` while training: ``training.eval_batch_size``), the
-    ranks taking whole batches in turn.
+    window's outputs do not depend on what shares its batch. A batch holds at most ``batch_size`` windows and,
+    where ``max_tokens`` is given, at most that many padded sub-words (windows x its longest; a longer window
+    alone). The reference normalisation calls the encoder without an attention mask, so every output depends on
+    its batch's padding: batches in file order, as the reference system validated and predicted (of
+    ``train.batch_size`` while training: ``training.eval_batch_size``), the ranks taking whole batches in turn.
     """
     if reference:
         batches = [list(range(i, min(i + batch_size, len(lengths)))) for i in range(0, len(lengths), batch_size)]
         return batches[rank::world]
     order = sorted(range(rank, len(lengths), world), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:  # ascending: the window added is the batch's longest
+        if not batches or len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * lengths[i] > max_tokens:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
 
 
 def shard(batches: list[list[int]], rank: int, world: int, even: bool) -> list[list[int]]:

@@ -29,9 +29,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nerlab.models.encoding import encode, eval_batches, iter_batches
+from nerlab.models.encoding import encode, iter_batches
 from nerlab.models.precision import inference_dtype
-from nerlab.models.predict import decode_words, predict
+from nerlab.models.predict import decode_words, inference_batches, predict
 from nerlab.models.schema import BIO, PAD_CLASS, LabelSchema
 from nerlab.models.tagger import META_FILE, MultiTaskTagger
 from nerlab.models.wojood import Sentence
@@ -67,8 +67,8 @@ def word_probabilities(model, tokenizer, sentences: Sequence[Sentence], batch_si
     flat_out = [None] * len(sentences)
     if model.flat is not None:
         flat_out = [np.zeros((len(s), len(schema.flat_labels)), dtype=np.float32) for s in sentences]
-    for idx, batch in iter_batches(windows, eval_batches([len(w) for w in windows], batch_size, model.config.reference),
-                                   tokenizer.pad_token_id, K):
+    batches = inference_batches([len(w) for w in windows], batch_size, model.config.reference, device)
+    for idx, batch in iter_batches(windows, batches, tokenizer.pad_token_id, K):
         mask = batch["label_mask"].to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             heads, flat = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)

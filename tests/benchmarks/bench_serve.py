@@ -7,9 +7,11 @@ Each is served in turn by a real ``mlflow models serve --env-manager local -w 1`
 clients (threads, one keep-alive connection each) post the sample's test sentences as ``{"inputs": [...]}``,
 one sentence per request (online tagging) and 32 per request (bulk), for ``--seconds`` each after a warm-up.
 Printed and kept: sentences/s and the median and p95 latency of a request, per precision, clients and
-sentences per request, all from one run on one machine.
+sentences per request, all from one run on one machine; each with the CPU's token budget per prediction batch
+as it is (``budget: default``) and without one (``$NERLAB_CPU_BATCH_TOKENS=0``: one batch per request of up to
+32 sentences, as before the budget).
 
-Usage: ``python tests/benchmarks/bench_serve.py [--json PATH] [--seconds 20] [--clients 1 8]``;
+Usage: ``python tests/benchmarks/bench_serve.py [--json PATH] [--seconds 20] [--clients 1 8] [--budgets default 0]``;
 ``--smoke``: a 2 x 64 encoder, 3 s per setting.
 """
 
@@ -28,6 +30,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+
+from nerlab.models.predict import CPU_BATCH_TOKENS, CPU_BATCH_TOKENS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
@@ -118,7 +122,7 @@ def load(url: str, batches: list[list[str]], clients: int, seconds: float) -> di
             "first_errors": errors[:3]}
 
 
-def serve(model_uri: str, tracking_uri: str, tmp: Path):
+def serve(model_uri: str, tracking_uri: str, tmp: Path, budget: str):
     """``mlflow models serve`` of ``model_uri`` on a free port, up once /ping answers; (process, url)."""
     from nerlab.platform.tracking import server as mlflow_server
 
@@ -128,6 +132,9 @@ def serve(model_uri: str, tracking_uri: str, tmp: Path):
     (bin_dir / "uvicorn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
     (bin_dir / "uvicorn").chmod(0o755)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop(CPU_BATCH_TOKENS_ENV, None)
+    if budget != "default":
+        env[CPU_BATCH_TOKENS_ENV] = budget
 
     def cmd(port: int) -> list[str]:
         return [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="load time per setting")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="sentences per request")
+    p.add_argument("--budgets", nargs="+", default=["default", "0"],
+                   help=f"{CPU_BATCH_TOKENS_ENV} of the server: default (as shipped) or sub-words (0: none)")
     args = p.parse_args(argv)
     from nerlab.models.precision import cpu_bf16_supported
     from nerlab.models.wojood import read_file
@@ -154,21 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     models = log_models(build_models(tmp, hidden), uri, test[0].split())
     rows = []
-    for precision, model_uri in models.items():
-        proc, url = serve(model_uri, uri, tmp)
-        try:
-            for size in args.batch:
-                batches = [test[i:i + size] for i in range(0, len(test) - size + 1, size)]
-                load(url, batches, 1, min(3.0, seconds))  # warm-up: first calls, allocator, lazy imports
-                for clients in args.clients:
-                    r = {"precision": precision, **load(url, batches, clients, seconds)}
-                    rows.append(r)
-                    print(f"{precision} {size:>2} sentence(s)/request, {clients} client(s): "
-                          f"{r['sentences_per_s']:.1f} sentences/s, latency median {r['latency_median_s']:.3f} s "
-                          f"p95 {r['latency_p95_s']:.3f} s, {r['errors']} errors", flush=True)
-        finally:
-            mlflow_server.stop(proc)
-    results = {"encoder": f"2x{hidden}", "cpu_bf16_supported": cpu_bf16_supported(), "cpus": os.cpu_count(),
+    for budget in args.budgets:
+        for precision, model_uri in models.items():
+            proc, url = serve(model_uri, uri, tmp, budget)
+            try:
+                for size in args.batch:
+                    batches = [test[i:i + size] for i in range(0, len(test) - size + 1, size)]
+                    load(url, batches, 1, min(3.0, seconds))  # warm-up: first calls, allocator, lazy imports
+                    for clients in args.clients:
+                        r = {"precision": precision, "budget": budget, **load(url, batches, clients, seconds)}
+                        rows.append(r)
+                        print(f"{precision} budget {budget} {size:>2} sentence(s)/request, {clients} client(s): "
+                              f"{r['sentences_per_s']:.1f} sentences/s, latency median {r['latency_median_s']:.3f} s "
+                              f"p95 {r['latency_p95_s']:.3f} s, {r['errors']} errors", flush=True)
+            finally:
+                mlflow_server.stop(proc)
+    results = {"cpu_batch_tokens": CPU_BATCH_TOKENS, "encoder": f"2x{hidden}", "cpu_bf16_supported": cpu_bf16_supported(), "cpus": os.cpu_count(),
                "serve_workers": 1, "seconds_per_setting": seconds, "test_sentences": len(test),
                "test_tokens": sum(len(t.split()) for t in test), "torch": torch.__version__, "rows": rows}
     if args.json:

@@ -196,22 +196,40 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                         "threads, one process (`bench_epoch_breakdown.py`)"))
     pr = load(folder, "predict")
     if pr:
-        by = {(r["input"], r["precision"]): r for r in pr["rows"]}
+        by = {(r["input"], r["precision"], r.get("budget", "default")): r for r in pr["rows"]}
         for name in dict.fromkeys(r["input"] for r in pr["rows"]):
-            f, b = by.get((name, "fp32")), by.get((name, "bf16"))
+            f, b = by.get((name, "fp32", "default")), by.get((name, "bf16", "default"))
             if f and b:
                 out.append((f"`nerlab predict`, {name} ({f['tokens']} tokens), bf16 vs fp32 model",
                             f"{b['cli_tokens_per_s']:.0f} vs {f['cli_tokens_per_s']:.0f} tok/s "
                             f"(**{b['cli_tokens_per_s'] / f['cli_tokens_per_s']:.2f}x**); tagging alone "
                             f"{b['predict_tokens_per_s']:.0f} vs {f['predict_tokens_per_s']:.0f} tok/s",
-                            f"2x768 encoder on the CPU, process wall time incl. start-up, median of {pr['repeats']} "
+                            f"{pr['encoder']} encoder on the CPU, process wall time incl. start-up, median of {pr['repeats']} "
                             "interleaved (`bench_predict.py`)"))
+            for precision in ("fp32", "bf16"):
+                a, n = by.get((name, precision, "default")), by.get((name, precision, "0"))
+                if a and n:
+                    out.append((f"`predict()`, {name}, {precision}: batches of at most {pr['cpu_batch_tokens']} "
+                                "padded sub-words vs batch size alone",
+                                f"{a['predict_tokens_per_s']:.0f} vs {n['predict_tokens_per_s']:.0f} tok/s "
+                                f"(**{a['predict_tokens_per_s'] / n['predict_tokens_per_s']:.2f}x**); `nerlab predict` "
+                                f"{a['cli_tokens_per_s'] / n['cli_tokens_per_s']:.2f}x",
+                                f"{pr['encoder']} encoder on the CPU, length-sorted batches of 32, interleaved (`bench_predict.py`)"))
     sv = load(folder, "serve")
     if sv:
-        by = {(r["precision"], r["sentences_per_request"], r["clients"]): r for r in sv["rows"]}
+        by = {(r["precision"], r["sentences_per_request"], r["clients"], r.get("budget", "default")): r
+              for r in sv["rows"]}
         for size in dict.fromkeys(r["sentences_per_request"] for r in sv["rows"]):
             for clients in dict.fromkeys(r["clients"] for r in sv["rows"]):
-                f, b = by.get(("fp32", size, clients)), by.get(("bf16", size, clients))
+                f, b = by.get(("fp32", size, clients, "default")), by.get(("bf16", size, clients, "default"))
+                n = by.get(("bf16", size, clients, "0"))
+                if size > 1 and b and n:
+                    out.append((f"served model, {size} sentences per request, {clients} client{'s' * (clients > 1)}, "
+                                f"bf16: batches of at most {sv['cpu_batch_tokens']} padded sub-words vs one per request",
+                                f"{b['sentences_per_s']:.0f} vs {n['sentences_per_s']:.0f} sentences/s "
+                                f"(**{b['sentences_per_s'] / n['sentences_per_s']:.2f}x**); p95 latency "
+                                f"{b['latency_p95_s'] * 1000:.0f} vs {n['latency_p95_s'] * 1000:.0f} ms",
+                                f"{sv['encoder']} encoder, 1 server worker, interleaved servers (`bench_serve.py`)"))
                 if f and b:
                     out.append((f"served model (`mlflow models serve`), {size} sentence{'s' * (size > 1)} per request, "
                                 f"{clients} client{'s' * (clients > 1)}, bf16 vs fp32 model",

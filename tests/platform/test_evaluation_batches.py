@@ -124,3 +124,31 @@ def test_masked_worker_validates_on_length_sorted_batches_of_32():
     model = tagger("masked")
     assert worker(model).val_loss(windows) == pytest.approx(hand_val_loss(model, windows, by_length(windows, 32)),
                                                             rel=1e-6)
+
+
+def test_a_token_budget_cuts_length_sorted_batches_at_their_padded_size():
+    """``max_tokens``: a batch stops before its windows x its longest would pass the budget (by hand: lengths
+    sorted 2, 2, 3, 5, 9, 30 under 10 padded sub-words: [2, 2, 3] is 9, adding 5 would be 20; [5] and [9] alone
+    (two would be 18); 30 alone although it passes the budget); the batch size still bounds a batch."""
+    lengths = [9, 2, 30, 3, 5, 2]  # window i has lengths[i]
+    assert eval_batches(lengths, 8, max_tokens=10) == [[1, 5, 3], [4], [0], [2]]
+    assert eval_batches(lengths, 2, max_tokens=100) == [[1, 5], [3, 4], [0, 2]]
+    assert eval_batches(lengths, 8, reference=True, max_tokens=10) == [[0, 1, 2, 3, 4, 5]]  # file order, as ever
+
+
+def test_predictions_do_not_depend_on_the_token_budget(monkeypatch):
+    """A masked model's outputs do not depend on what shares a window's batch: on the CPU, batches cut by a
+    small token budget (one to a few windows each) predict what one batch of every window predicts."""
+    from nerlab.models import predict as P
+
+    sentences, windows = corpus()
+    model = tagger("masked")
+    assert len(P.inference_batches([len(w) for w in windows], 64, False, torch.device("cpu"))) > 1
+    monkeypatch.setenv(P.CPU_BATCH_TOKENS_ENV, "0")  # no budget
+    assert len(P.inference_batches([len(w) for w in windows], 64, False, torch.device("cpu"))) == 1
+    whole = P.predict_windows(model, windows, 64, PAD)
+    monkeypatch.setenv(P.CPU_BATCH_TOKENS_ENV, "40")  # windows of 3..30 sub-words: 1 to 13 per batch
+    assert len(P.inference_batches([len(w) for w in windows], 64, False, torch.device("cpu"))) >= 10
+    cut = P.predict_windows(model, windows, 64, PAD)
+    for a, b in zip(whole[0], cut[0]):
+        np.testing.assert_array_equal(a, b)

@@ -229,7 +229,7 @@ def rows(folder: Path) -> list[tuple[str, str, str]]:
                                 f"{b['sentences_per_s']:.0f} vs {n['sentences_per_s']:.0f} sentences/s "
                                 f"(**{b['sentences_per_s'] / n['sentences_per_s']:.2f}x**); p95 latency "
                                 f"{b['latency_p95_s'] * 1000:.0f} vs {n['latency_p95_s'] * 1000:.0f} ms",
-                                f"{sv['encoder']} encoder, 1 server worker, interleaved servers (`bench_serve.py`)"))
+                                f"{sv['encoder']} encoder, 1 server worker, the servers in turn in one run (`bench_serve.py`)"))
                 if f and b:
                     out.append((f"served model (`mlflow models serve`), {size} sentence{'s' * (size > 1)} per request, "
                                 f"{clients} client{'s' * (clients > 1)}, bf16 vs fp32 model",

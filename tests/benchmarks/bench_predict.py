@@ -31,6 +31,26 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
 
 
+def build_models(tmp: Path, hidden: int) -> dict[str, Path]:
+    """The tagger over a random 2 x ``hidden`` encoder saved as an fp32-trained and a bf16-trained model (same
+    weights): precision -> its folder."""
+    from transformers import AutoTokenizer
+
+    from nerlab.models.schema import LabelSchema
+    from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
+    from nerlab.models.tiny_plm import build_tiny_plm
+
+    plm = build_tiny_plm([SAMPLE / "train.txt"], tmp / "plm", layers=2, hidden=hidden, heads=max(1, hidden // 64))
+    tok = AutoTokenizer.from_pretrained(plm)
+    torch.manual_seed(0)
+    model = MultiTaskTagger.from_plm(str(plm), LabelSchema.wojood("nested"), TaggerConfig(plm=str(plm))).eval()
+    folders = {}
+    for precision in ("fp32", "bf16"):
+        model.precision = precision
+        folders[precision] = model.save(tmp / precision, tok)
+    return folders
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true")
@@ -40,27 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", nargs="+", default=["default", "0"],
                    help="NERLAB_CPU_BATCH_TOKENS: default (as shipped) or sub-words (0: none)")
     args = p.parse_args(argv)
-    from transformers import AutoTokenizer
-
-    from nerlab.models.predict import CPU_BATCH_TOKENS, CPU_BATCH_TOKENS_ENV
-
     from nerlab.models.precision import cpu_bf16_supported
-    from nerlab.models.predict import predict
-    from nerlab.models.schema import LabelSchema
-    from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
-    from nerlab.models.tiny_plm import build_tiny_plm
+    from nerlab.models.predict import CPU_BATCH_TOKENS, CPU_BATCH_TOKENS_ENV, predict
+    from nerlab.models.tagger import MultiTaskTagger
     from nerlab.models.wojood import read_file, write_file
 
     hidden, repeats = (64, 1) if args.smoke else (768, args.repeats)
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict."))
-    plm = build_tiny_plm([SAMPLE / "train.txt"], tmp / "plm", layers=2, hidden=hidden, heads=max(1, hidden // 64))
-    tok = AutoTokenizer.from_pretrained(plm)
-    torch.manual_seed(0)
-    model = MultiTaskTagger.from_plm(str(plm), LabelSchema.wojood("nested"), TaggerConfig(plm=str(plm))).eval()
-    folders = {}
-    for precision in ("fp32", "bf16"):
-        model.precision = precision
-        folders[precision] = model.save(tmp / precision, tok)
+    folders = build_models(tmp, hidden)
     test = read_file(SAMPLE / "test.txt")
     n_test = sum(len(s) for s in test)
     inputs = {"test": (SAMPLE / "test.txt", test)}

@@ -33,27 +33,8 @@ import torch
 
 from nerlab.models.predict import CPU_BATCH_TOKENS, CPU_BATCH_TOKENS_ENV
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "tests" / "data" / "wojood-sample"
-
-
-def build_models(tmp: Path, hidden: int) -> dict[str, Path]:
-    """The tagger saved as an fp32-trained and a bf16-trained model (same weights)."""
-    from transformers import AutoTokenizer
-
-    from nerlab.models.schema import LabelSchema
-    from nerlab.models.tagger import MultiTaskTagger, TaggerConfig
-    from nerlab.models.tiny_plm import build_tiny_plm
-
-    plm = build_tiny_plm([SAMPLE / "train.txt"], tmp / "plm", layers=2, hidden=hidden, heads=max(1, hidden // 64))
-    tok = AutoTokenizer.from_pretrained(plm)
-    torch.manual_seed(0)
-    model = MultiTaskTagger.from_plm(str(plm), LabelSchema.wojood("nested"), TaggerConfig(plm=str(plm))).eval()
-    folders = {}
-    for precision in ("fp32", "bf16"):
-        model.precision = precision
-        folders[precision] = model.save(tmp / precision, tok)
-    return folders
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import SAMPLE, build_models  # noqa: E402  (the same tagger, fp32- and bf16-trained)
 
 
 def log_models(folders: dict[str, Path], uri: str, example: list[str]) -> dict[str, str]:

@@ -538,6 +538,22 @@ def epochs_logged(client, run) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/micro_f1"))
 
 
+def drilled_trial(cluster, drill: dict):
+    """The trial a drill hit, checked: still its one run, FINISHED, every epoch logged once. Returns (client,
+    its run, its val F1 history, every trial's run)."""
+    client, _, _, trials = trial_runs(cluster)
+    r = trials[drill["trial"]]
+    assert r.info.run_id == drill["run_id"] and r.info.status == "FINISHED"
+    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
+    return client, r, history, trials
+
+
+def logged_during(history, drill: dict) -> list[int]:
+    """The epochs logged (their timestamps are the client's, taken when it logs) while a drill's fault lasted."""
+    return [m.step for m in history if drill["down"] * 1000 <= m.timestamp <= drill["up"] * 1000]
+
+
 # ---- the tests ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(STUDY_BUDGET_S + 240)  # includes starting the cluster and running the whole study
 def test_study_places_workers_on_both_nodes_and_logs_everything_through_the_server(cluster, study):
@@ -576,15 +592,10 @@ def test_mlflow_server_outage_loses_no_epoch(cluster, study):
     assert study.returncode == 0, study.log[-6000:]
     o = study.outage
     assert len(o["steps_before"]) < EPOCHS  # stopped while the trial still had epochs to log
-    client, _, _, trials = trial_runs(cluster)
-    r = trials[o["trial"]]
-    assert r.info.run_id == o["run_id"] and r.info.status == "FINISHED"
-    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
-    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
-    # An epoch logged while the server was down (its timestamp is taken by the client when it logs)
-    # is in the store now: the drill did hit a client, and what it logged arrived afterwards.
-    during = [m.step for m in history if o["down"] * 1000 <= m.timestamp <= o["up"] * 1000]
-    assert during, f"no epoch of {o['trial']} was logged during the outage: the drill tested nothing"
+    client, _, history, trials = drilled_trial(cluster, o)
+    # An epoch logged while the server was down is in the store now: the drill did hit a client, and what it
+    # logged arrived afterwards.
+    assert logged_during(history, o), f"no epoch of {o['trial']} was logged during the outage: the drill tested nothing"
     for other in trials.values():  # and nothing missing anywhere else either
         assert epochs_logged(client, other) == list(range(1, EPOCHS + 1))
         assert "best/val/micro_f1" in other.data.metrics and "test/micro_f1" in other.data.metrics
@@ -598,18 +609,14 @@ def test_object_store_outage_loses_no_checkpoint_and_no_epoch(cluster, study):
     assert study.returncode == 0, study.log[-6000:]
     o = study.s3_outage
     assert len(o["steps_before"]) < EPOCHS and o["trial"] != study.outage["trial"]
-    client, _, _, trials = trial_runs(cluster)
-    r = trials[o["trial"]]
-    assert r.info.run_id == o["run_id"] and r.info.status == "FINISHED"
-    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
-    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
+    _, r, history, _ = drilled_trial(cluster, o)
     # The drill hit the trial's checkpoints. Rank 0 logs an epoch to MLflow, then persists its checkpoint
     # to the bucket, then trains on: either an epoch ended while the bucket was gone (its checkpoint had
     # to be written then), or the trial stood still through the outage (the upload of the checkpoint of
     # the epoch logged just before it waited), its next epoch coming only once the bucket was back,
     # after a pause far longer than any of its other epochs took.
     ended = {m.step: m.timestamp / 1000 for m in history}
-    during = [e for e, t in ended.items() if o["down"] <= t <= o["up"]]
+    during = logged_during(history, o)
     last = max(e for e, t in ended.items() if t < o["down"])
     others = [ended[e + 1] - ended[e] for e in range(1, EPOCHS) if e != last]
     stood_still = last < EPOCHS and ended[last + 1] >= o["up"] and ended[last + 1] - ended[last] > 3 * max(others)
@@ -627,14 +634,10 @@ def test_database_outage_under_the_tracking_server_loses_no_epoch(cluster, study
     assert study.returncode == 0, study.log[-6000:]
     o = study.pg_outage
     assert len(o["steps_before"]) < EPOCHS and o["trial"] not in (study.outage["trial"], study.s3_outage["trial"])
-    client, _, _, trials = trial_runs(cluster)
-    r = trials[o["trial"]]
-    assert r.info.run_id == o["run_id"] and r.info.status == "FINISHED"
-    history = client.get_metric_history(r.info.run_id, "val/micro_f1")
-    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
-    # the drill hit a client: an epoch logged (client-side timestamp) while the database was down is stored
-    during = [m.step for m in history if o["down"] * 1000 <= m.timestamp <= o["up"] * 1000]
-    assert during, f"no epoch of {o['trial']} was logged during the database outage: the drill tested nothing"
+    _, r, history, _ = drilled_trial(cluster, o)
+    # the drill hit a client: an epoch logged while the database was down is stored
+    assert logged_during(history, o), (f"no epoch of {o['trial']} was logged during the database outage: the drill "
+                                       "tested nothing")
     assert "best/val/micro_f1" in r.data.metrics and "test/micro_f1" in r.data.metrics
     assert r.outputs.model_outputs, "the trial's MLflow Model is missing"
 

@@ -550,8 +550,11 @@ def drilled_trial(cluster, drill: dict):
 
 
 def logged_during(history, drill: dict) -> list[int]:
-    """The epochs logged (their timestamps are the client's, taken when it logs) while a drill's fault lasted."""
-    return [m.step for m in history if drill["down"] * 1000 <= m.timestamp <= drill["up"] * 1000]
+    """The epochs a drill's fault hit: not in the store when the drill began, yet logged (by the client's
+    timestamp, taken when it logs) before the fault ended. Such an epoch was logged while the fault lasted, or
+    its call was under way when the fault began and was retried through it (its timestamp then falls just before
+    the fault: the trial's next epoch comes only once that call returns, after the fault)."""
+    return [m.step for m in history if m.step not in drill["steps_before"] and m.timestamp <= drill["up"] * 1000]
 
 
 # ---- the tests ----------------------------------------------------------------------------------------
@@ -611,8 +614,8 @@ def test_object_store_outage_loses_no_checkpoint_and_no_epoch(cluster, study):
     assert len(o["steps_before"]) < EPOCHS and o["trial"] != study.outage["trial"]
     _, r, history, _ = drilled_trial(cluster, o)
     # The drill hit the trial's checkpoints. Rank 0 logs an epoch to MLflow, then persists its checkpoint
-    # to the bucket, then trains on: either an epoch ended while the bucket was gone (its checkpoint had
-    # to be written then), or the trial stood still through the outage (the upload of the checkpoint of
+    # to the bucket, then trains on: either an epoch ended while the bucket was gone or as it went, after the
+    # drill began (its checkpoint had to be written then), or the trial stood still through the outage (the upload of the checkpoint of
     # the epoch logged just before it waited), its next epoch coming only once the bucket was back,
     # after a pause far longer than any of its other epochs took.
     ended = {m.step: m.timestamp / 1000 for m in history}
